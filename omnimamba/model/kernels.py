@@ -1,0 +1,259 @@
+"""Fast kernels behind one small interface, each with its plain-PyTorch twin in `ssd.py`.
+
+Sequence (prefill, teacher forcing):
+  * `ssd_scan`      mamba_ssm's Triton chunked scan when it imports and the tensors are on CUDA, else `ssd_scan_ref`.
+  * `causal_conv`   causal-conv1d's CUDA kernel when it imports, else `causal_conv_ref` (one F.conv1d).
+Decode (one token, the latency-critical path; ours, Triton, fused so a layer costs 3 small kernels + 2 GEMVs):
+  * `add_rms_norm`  residual += hidden (fp32) and RMSNorm, one kernel.
+  * `ssm_step`      conv update + SiLU + dt softplus + state update + D skip + SiLU(z) gate, one kernel.
+  * `gated_norm`    RMSNorm of the gated output, and the shift of the B/C conv lanes (see `ssm_step`).
+Every dispatcher falls back per kernel, so a missing package slows one piece down and breaks nothing.
+`backends()` says what runs; `reference_only()` forces the twins (used to compare paths on the GPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .ssd import causal_conv_ref, conv_step_ref, gated_rms_norm_ref, rms_norm_ref, ssd_scan_ref, ssd_step_ref
+
+log = logging.getLogger(__name__)
+
+try:  # the official fast scan; needs a CUDA build of mamba-ssm (or its pure-Python wheel + Triton)
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    _SCAN_HAS_STATE_DTYPE = "state_dtype" in inspect.signature(mamba_chunk_scan_combined).parameters
+except Exception as exc:  # any import failure (missing package, missing compiled module) means: use the twin
+    mamba_chunk_scan_combined, _SCAN_HAS_STATE_DTYPE = None, False
+    log.debug("mamba_ssm scan unavailable: %s", exc)
+
+try:
+    from causal_conv1d import causal_conv1d_fn
+except Exception as exc:
+    causal_conv1d_fn = None
+    log.debug("causal-conv1d unavailable: %s", exc)
+
+try:
+    import triton
+    import triton.language as tl
+except Exception as exc:
+    triton = tl = None
+    log.debug("triton unavailable: %s", exc)
+
+_force_reference = False
+# TRITON_INTERPRET=1 runs our Triton kernels on CPU tensors (slowly): how the CPU test suite checks them
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@contextlib.contextmanager
+def reference_only() -> Iterator[None]:
+    """Run every kernel's PyTorch twin inside this block (for fast-vs-reference comparisons)."""
+    global _force_reference
+    saved, _force_reference = _force_reference, True
+    try:
+        yield
+    finally:
+        _force_reference = saved
+
+
+def _fast(t: Tensor) -> bool:
+    return t.is_cuda and not _force_reference
+
+
+def _triton(t: Tensor) -> bool:
+    return triton is not None and not _force_reference and (t.is_cuda or _INTERPRET)
+
+
+def backends(device: torch.device | str = "cuda") -> dict[str, str]:
+    """Which implementation each kernel uses on `device`."""
+    on_cuda = torch.device(device).type == "cuda" and not _force_reference
+    return {
+        "scan": "mamba_ssm triton" if on_cuda and mamba_chunk_scan_combined else "pytorch reference",
+        "conv": "causal-conv1d" if on_cuda and causal_conv1d_fn else "pytorch conv1d",
+        "decode": "omnimamba triton (fused)" if on_cuda and triton else "pytorch reference",
+    }
+
+
+def describe_backends(device: torch.device | str = "cuda") -> str:
+    return ", ".join(f"{k}: {v}" for k, v in backends(device).items())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sequence kernels
+# ---------------------------------------------------------------------------------------------------------------
+def ssd_scan(x: Tensor, dt_raw: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+             chunk_size: int, initial_state: Tensor | None) -> tuple[Tensor, Tensor]:
+    """x (b, l, h, p); dt_raw (b, l, h) before bias and softplus; B, C (b, l, n). Returns y, final state (fp32)."""
+    if _fast(x) and mamba_chunk_scan_combined is not None:
+        extra = {"state_dtype": torch.float32} if _SCAN_HAS_STATE_DTYPE else {}
+        y, final = mamba_chunk_scan_combined(
+            x, dt_raw, A, B[:, :, None], C[:, :, None], chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+            initial_states=initial_state, return_final_states=True, **extra)
+        return y, final.float()
+    dt = F.softplus(dt_raw.float() + dt_bias.float())
+    return ssd_scan_ref(x, dt, A, B, C, D, chunk_size, initial_state)
+
+
+def causal_conv(xBC: Tensor, weight: Tensor, bias: Tensor, context: Tensor) -> Tensor:
+    """SiLU(depthwise causal conv) of xBC (b, l, c) continuing `context` (b, c, w - 1)."""
+    if _fast(xBC) and causal_conv1d_fn is not None:
+        # channel-last input (stride 1 over channels) is what causal-conv1d needs to accept initial states
+        out = causal_conv1d_fn(xBC.transpose(1, 2), weight, bias, initial_states=context.to(xBC.dtype).contiguous(),
+                               activation="silu")
+        return out.transpose(1, 2)
+    return causal_conv_ref(xBC, weight, bias, context)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decode kernels
+# ---------------------------------------------------------------------------------------------------------------
+def add_rms_norm(hidden: Tensor, residual: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """residual (b, d) fp32 += hidden (b, d), in place; returns RMSNorm(residual) * weight in hidden's dtype."""
+    if _triton(hidden):
+        assert hidden.stride(-1) == 1 and residual.is_contiguous() and residual.dtype == torch.float32
+        out = torch.empty(hidden.shape, device=hidden.device, dtype=hidden.dtype)
+        d = hidden.shape[-1]
+        _add_rms_norm_kernel[(hidden.shape[0],)](hidden, residual, weight, out, d, hidden.stride(0), eps,
+                                                 BLOCK=triton.next_power_of_2(d))
+        return out
+    residual.add_(hidden.float())
+    return rms_norm_ref(residual, weight, eps).to(hidden.dtype)
+
+
+def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
+             dt_bias: Tensor, A_log: Tensor, D: Tensor, d_inner: int, d_state: int, headdim: int) -> Tensor:
+    """One decode step of the mixer core for zxbcdt (b, d_in_proj) = [z | x | B | C | dt].
+
+    Updates ssm_state (b, h, p, n) fp32 and the x lanes of conv_state (b, c, w) in place. The B and C lanes
+    are read by every head, so their shift is left to `gated_norm`, which runs after all heads are done.
+    Returns g = (S @ C + D x) * SiLU(z), (b, d_inner) fp32, before the output norm.
+    """
+    if _triton(zxbcdt):
+        assert zxbcdt.stride(-1) == 1 and conv_state.stride(-1) == 1 and conv_state.stride(-2) == conv_state.shape[-1]
+        assert ssm_state[0].is_contiguous() and conv_weight.is_contiguous()
+        b, nheads = zxbcdt.shape[0], d_inner // headdim
+        g = torch.empty(b, d_inner, device=zxbcdt.device, dtype=torch.float32)
+        block_p = min(headdim, 16)
+        grid = (b, nheads, headdim // block_p)
+        _ssm_step_kernel[grid](zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D, g,
+                               zxbcdt.stride(0), conv_state.stride(0), ssm_state.stride(0),
+                               D_INNER=d_inner, NSTATE=d_state, HEADDIM=headdim, WIDTH=conv_state.shape[-1],
+                               BLOCK_P=block_p)
+        return g
+    return _ssm_step_ref(zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D,
+                         d_inner, d_state, headdim)
+
+
+def gated_norm(g: Tensor, norm_weight: Tensor, eps: float, zxbcdt: Tensor, conv_state: Tensor,
+               d_inner: int, d_state: int) -> Tensor:
+    """RMSNorm(g) * weight in zxbcdt's dtype; then shifts the B/C lanes of conv_state (see `ssm_step`)."""
+    if _triton(g):
+        out = torch.empty(g.shape, device=g.device, dtype=zxbcdt.dtype)
+        _gated_norm_kernel[(g.shape[0],)](g, norm_weight, out, zxbcdt, conv_state, eps,
+                                          zxbcdt.stride(0), conv_state.stride(0),
+                                          D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1],
+                                          BLOCK=triton.next_power_of_2(d_inner))
+        return out
+    bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c
+    new_bc = zxbcdt[:, 2 * d_inner:2 * d_inner + 2 * d_state]
+    bc_lanes.copy_(torch.cat([bc_lanes[:, :, 1:], new_bc[:, :, None].to(conv_state.dtype)], dim=2))
+    return rms_norm_ref(g, norm_weight, eps).to(zxbcdt.dtype)
+
+
+def _ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
+                  dt_bias: Tensor, A_log: Tensor, D: Tensor, d_inner: int, d_state: int, headdim: int) -> Tensor:
+    """PyTorch twin of `_ssm_step_kernel`, written with the reference step functions."""
+    b = zxbcdt.shape[0]
+    z, xBC, dt_raw = zxbcdt.split([d_inner, d_inner + 2 * d_state, zxbcdt.shape[1] - 2 * d_inner - 2 * d_state], -1)
+    x_lanes = conv_state[:, :d_inner]  # a view: conv_step_ref shifts the x lanes in place
+    x = conv_step_ref(x_lanes, xBC[:, :d_inner], conv_weight[:d_inner], conv_bias[:d_inner])  # (b, d_inner)
+    bc_state = conv_state[:, d_inner:].clone()  # B/C lanes: read, not shifted here
+    BC = conv_step_ref(bc_state, xBC[:, d_inner:], conv_weight[d_inner:], conv_bias[d_inner:])  # (b, 2n)
+    Bv, Cv = BC.split(d_state, -1)
+    dt = F.softplus(dt_raw.float() + dt_bias.float())  # (b, h)
+    A = -torch.exp(A_log.float())
+    y = ssd_step_ref(ssm_state, x.view(b, -1, headdim), dt, A, Bv, Cv, D)  # (b, h, p) fp32
+    return y.reshape(b, d_inner) * F.silu(z.float())
+
+
+if triton is not None:
+
+    @triton.jit
+    def _add_rms_norm_kernel(h_ptr, r_ptr, w_ptr, out_ptr, N, stride_h, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < N
+        h = tl.load(h_ptr + row * stride_h + offs, mask=mask, other=0.0).to(tl.float32)
+        r = tl.load(r_ptr + row * N + offs, mask=mask, other=0.0) + h
+        tl.store(r_ptr + row * N + offs, r, mask=mask)
+        rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / N + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * N + offs, (r * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _conv4(cs_ptr, w_ptr, bias_ptr, ch, new, WIDTH: tl.constexpr):
+        """Causal conv output of lanes `ch` for the new input `new` (fp32), given the old state (width 4)."""
+        acc = tl.load(bias_ptr + ch).to(tl.float32) + tl.load(w_ptr + ch * WIDTH + WIDTH - 1).to(tl.float32) * new
+        for k in tl.static_range(WIDTH - 1):  # old inputs 1..W-1 line up with taps 0..W-2
+            acc += tl.load(w_ptr + ch * WIDTH + k).to(tl.float32) * tl.load(cs_ptr + ch * WIDTH + k + 1).to(tl.float32)
+        return acc
+
+    @triton.jit
+    def _ssm_step_kernel(zx_ptr, cs_ptr, cw_ptr, cb_ptr, ss_ptr, dt_bias_ptr, A_log_ptr, D_ptr, g_ptr,
+                         stride_zx, stride_cs, stride_ss,
+                         D_INNER: tl.constexpr, NSTATE: tl.constexpr, HEADDIM: tl.constexpr,
+                         WIDTH: tl.constexpr, BLOCK_P: tl.constexpr):
+        b, h, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        zx = zx_ptr + b * stride_zx  # row: z [0, D) | x [D, 2D) | B | C | dt
+        cs = cs_ptr + b * stride_cs  # (conv_dim, WIDTH), conv lane c <-> zx lane D + c
+        dtype = zx_ptr.dtype.element_ty
+        p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+        ch_x = h * HEADDIM + p
+        n = tl.arange(0, NSTATE)
+        # conv: this program owns lanes ch_x, so it also shifts their state
+        x_new = tl.load(zx + D_INNER + ch_x)
+        xc = _conv4(cs, cw_ptr, cb_ptr, ch_x, x_new.to(tl.float32), WIDTH)
+        for k in tl.static_range(WIDTH - 1):
+            tl.store(cs + ch_x * WIDTH + k, tl.load(cs + ch_x * WIDTH + k + 1))
+        tl.store(cs + ch_x * WIDTH + WIDTH - 1, x_new.to(cs_ptr.dtype.element_ty))
+        x = (xc * tl.sigmoid(xc)).to(dtype).to(tl.float32)
+        # B and C lanes are shared by all heads: read-only here
+        Bc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + n, tl.load(zx + 2 * D_INNER + n).to(tl.float32), WIDTH)
+        Cc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + NSTATE + n,
+                    tl.load(zx + 2 * D_INNER + NSTATE + n).to(tl.float32), WIDTH)
+        Bv = (Bc * tl.sigmoid(Bc)).to(dtype).to(tl.float32)
+        Cv = (Cc * tl.sigmoid(Cc)).to(dtype).to(tl.float32)
+        # dt = softplus(dt + bias), identity above 20 like torch's softplus
+        dt = tl.load(zx + 2 * D_INNER + 2 * NSTATE + h).to(tl.float32) + tl.load(dt_bias_ptr + h).to(tl.float32)
+        dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
+        decay = tl.exp(-dt * tl.exp(tl.load(A_log_ptr + h).to(tl.float32)))
+        s_ptrs = ss_ptr + b * stride_ss + h * HEADDIM * NSTATE + p[:, None] * NSTATE + n[None, :]
+        S = tl.load(s_ptrs) * decay + (dt * x)[:, None] * Bv[None, :]  # (BLOCK_P, NSTATE)
+        tl.store(s_ptrs, S)
+        y = tl.sum(S * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x
+        z = tl.load(zx + ch_x).to(tl.float32)
+        tl.store(g_ptr + b * D_INNER + ch_x, y * z * tl.sigmoid(z))
+
+    @triton.jit
+    def _gated_norm_kernel(g_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, eps, stride_zx, stride_cs,
+                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        b = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < D_INNER
+        g = tl.load(g_ptr + b * D_INNER + offs, mask=mask, other=0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + b * D_INNER + offs, (g * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+        # every head has read the old B/C conv lanes by now: shift them
+        ch = D_INNER + tl.arange(0, 2 * NSTATE)
+        cs = cs_ptr + b * stride_cs
+        for k in tl.static_range(WIDTH - 1):
+            tl.store(cs + ch * WIDTH + k, tl.load(cs + ch * WIDTH + k + 1))
+        new = tl.load(zx_ptr + b * stride_zx + D_INNER + ch)
+        tl.store(cs + ch * WIDTH + WIDTH - 1, new.to(cs_ptr.dtype.element_ty))

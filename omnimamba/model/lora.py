@@ -1,0 +1,66 @@
+"""Task-routed LoRA on `in_proj` (reference §2.2).
+
+OmniMamba keeps one low-rank adapter per task on every Mamba-2 `in_proj`: `mmu_lora_{A,B}0` for image chat and
+`t2i_lora_{A,B}0` for text-to-image. A forward names its task and only that pair is applied:
+
+    out = x @ W.T + scaling * (x @ A.T) @ B.T        scaling = lora_alpha / r = 4.0
+
+For inference, `merge()` stores W + scaling * B @ A per task so a decode step pays for one matmul.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TASKS = ("mmu", "t2i")
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    return task
+
+
+class TaskLoRALinear(nn.Module):
+    """A bias-free Linear whose `weight` is the official base key, plus one LoRA pair per task.
+
+    Attribute names are the checkpoint's: `weight`, `mmu_lora_A0`, `mmu_lora_B0`, `t2i_lora_A0`, `t2i_lora_B0`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, scaling: float,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.in_features, self.out_features, self.scaling = in_features, out_features, scaling
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **kw))
+        for task in TASKS:  # registration order = the official state_dict order: mmu A, mmu B, t2i A, t2i B
+            setattr(self, f"{task}_lora_A0", nn.Linear(in_features, rank, bias=False, **kw))
+            setattr(self, f"{task}_lora_B0", nn.Linear(rank, out_features, bias=False, **kw))
+        for task in TASKS:  # merged weights: derived, never saved, moved by .to()
+            self.register_buffer(f"merged_{task}", None, persistent=False)
+
+    def lora_pair(self, task: str) -> tuple[nn.Linear, nn.Linear]:
+        return getattr(self, f"{check_task(task)}_lora_A0"), getattr(self, f"{task}_lora_B0")
+
+    def merged_weight(self, task: str) -> Tensor | None:
+        return getattr(self, f"merged_{check_task(task)}")
+
+    def forward(self, x: Tensor, task: str) -> Tensor:
+        merged = self.merged_weight(task)
+        if merged is not None:
+            return F.linear(x, merged)
+        lora_A, lora_B = self.lora_pair(task)
+        return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x))
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Store W + scaling * B @ A for every task (computed in fp32, kept in the weight's dtype)."""
+        for task in TASKS:
+            lora_A, lora_B = self.lora_pair(task)
+            delta = lora_B.weight.float() @ lora_A.weight.float()  # (out, r) @ (r, in)
+            setattr(self, f"merged_{task}", (self.weight.float() + self.scaling * delta).to(self.weight.dtype))
+
+    def unmerge(self) -> None:
+        for task in TASKS:
+            setattr(self, f"merged_{task}", None)

@@ -1,0 +1,84 @@
+"""The Mamba-2 mixer of OmniMamba (reference §2.1, §3.1), with the task-routed LoRA `in_proj`.
+
+Two entry points, one per mode:
+  * `forward(u, task, state)`: a whole sequence (teacher forcing, prefill, a chat turn). With `state` it starts
+    from that layer's conv/SSM state and leaves the final state there, so a conversation continues exactly.
+  * `step(u, task, state)`: one token, updating the state in place (decode).
+Both dispatch to `kernels` (fast on CUDA, the `ssd.py` reference elsewhere).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..config import OmniMambaConfig
+from . import kernels
+from .lora import TaskLoRALinear
+from .ssd import conv_state_after, gated_rms_norm_ref
+
+
+class LayerState(NamedTuple):
+    """One layer's recurrent state: the constant-size memory that replaces a KV cache."""
+
+    conv: Tensor  # (b, conv_dim, d_conv): the last d_conv pre-conv inputs, oldest first (model dtype)
+    ssm: Tensor  # (b, nheads, headdim, d_state), fp32
+
+
+class GatedRMSNorm(nn.Module):
+    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and `kernels.gated_norm`."""
+
+    def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, cfg: OmniMambaConfig, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.d_inner, self.d_state, self.headdim = cfg.d_inner, cfg.d_state, cfg.headdim
+        self.nheads, self.d_conv, self.chunk_size = cfg.nheads, cfg.d_conv, cfg.chunk_size
+        # own parameters first: this is the official state_dict order (dt_bias, A_log, D, then children)
+        self.dt_bias = nn.Parameter(torch.zeros(cfg.nheads, **kw))
+        self.A_log = nn.Parameter(torch.zeros(cfg.nheads, **kw))
+        self.D = nn.Parameter(torch.ones(cfg.nheads, **kw))
+        # in_proj output lanes: z (d_inner) | x (d_inner) | B (d_state) | C (d_state) | dt (nheads)
+        self.in_proj = TaskLoRALinear(cfg.d_model, cfg.d_in_proj, cfg.lora_rank, cfg.lora_scaling, **kw)
+        self.conv1d = nn.Conv1d(cfg.conv_dim, cfg.conv_dim, cfg.d_conv, groups=cfg.conv_dim,
+                                padding=cfg.d_conv - 1, bias=True, **kw)
+        self.norm = GatedRMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
+        self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False, **kw)
+
+    @property
+    def conv_weight(self) -> Tensor:
+        return self.conv1d.weight[:, 0, :]  # (conv_dim, d_conv)
+
+    def forward(self, u: Tensor, task: str, state: LayerState | None = None) -> Tensor:
+        """u (b, l, d_model) -> (b, l, d_model). Continues from and updates `state` when given."""
+        b, l, _ = u.shape
+        zxbcdt = self.in_proj(u, task)  # (b, l, d_in_proj)
+        z, xBC, dt_raw = zxbcdt.split([self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
+        context = (state.conv[:, :, 1:] if state is not None
+                   else xBC.new_zeros(b, xBC.shape[-1], self.d_conv - 1))  # (b, conv_dim, d_conv - 1)
+        xBC_act = kernels.causal_conv(xBC, self.conv_weight, self.conv1d.bias, context)  # (b, l, conv_dim)
+        if state is not None:
+            state.conv.copy_(conv_state_after(xBC, context, self.d_conv))
+        x, B, C = xBC_act.split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        A = -torch.exp(self.A_log.float())  # (h)
+        y, final = kernels.ssd_scan(x.reshape(b, l, self.nheads, self.headdim), dt_raw, self.dt_bias, A,
+                                    B, C, self.D, self.chunk_size, state.ssm if state is not None else None)
+        if state is not None:
+            state.ssm.copy_(final)
+        y = gated_rms_norm_ref(y.reshape(b, l, self.d_inner), z, self.norm.weight, self.norm.eps)
+        return self.out_proj(y.to(u.dtype))
+
+    def step(self, u: Tensor, task: str, state: LayerState) -> Tensor:
+        """u (b, d_model) -> (b, d_model): one token, updating `state` in place."""
+        zxbcdt = self.in_proj(u, task)  # (b, d_in_proj)
+        g = kernels.ssm_step(zxbcdt, state.conv, self.conv_weight, self.conv1d.bias, state.ssm, self.dt_bias,
+                             self.A_log, self.D, self.d_inner, self.d_state, self.headdim)  # (b, d_inner) fp32
+        y = kernels.gated_norm(g, self.norm.weight, self.norm.eps, zxbcdt, state.conv, self.d_inner, self.d_state)
+        return self.out_proj(y)

@@ -1,0 +1,134 @@
+"""OmniMamba: one Mamba-2 backbone for image chat (MMU) and text-to-image (T2I) (reference §1, §7).
+
+Module tree = official state_dict keys:
+    vision_backbone.{siglip_featurizer, dino_featurizer}   timm towers        (weights: timm / Hub)
+    llm_backbone.vqvae                                       LlamaGen VQ-16     (weights: vq_ds16_t2i.pt)
+    llm_backbone.mamba.{backbone, img_head, lm_head}         the backbone       (weights: OmniMamba-1.3b.pth)
+    projector                                                2176 -> 2048 MLP   (weights: OmniMamba-1.3b.pth)
+
+Sequences (positions are absolute indices into the task's own table):
+    MMU:  [mmu][soi] + image (729 projected patches) + [eoi][sot] + text        + mmu_pos_embed[0:L]
+    T2I:  caption_embed(text_embed(72-id prefix)) ++ image-token embeddings     + pos_embed[0:L]
+This module offers the teacher-forced forwards and the embedding pieces; decoding lives in `generation.py`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import OmniMambaConfig
+from .backbone import FusedMLPProjector, InferenceState, MambaLM
+from .vision import PixelValues, VisionBackbone
+from .vq import VQModel
+
+# the nine task tokens follow [PAD] (reference §4.1)
+PAD_ID, SOI_ID, EOI_ID, SOT_ID, EOT_ID, T2I_ID, MMU_ID, SOC_ID, EOC_ID, LVG_ID = range(50277, 50287)
+EOS_ID = 0  # <|endoftext|>
+
+
+class LLMBackbone(nn.Module):
+    """`llm_backbone`: the VQ tokenizer and the language/image model (registered in that order)."""
+
+    def __init__(self, cfg: OmniMambaConfig, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        self.vqvae = VQModel(cfg.vq)
+        self.mamba = MambaLM(cfg, device=device, dtype=dtype)
+
+
+class OmniMamba(nn.Module):
+    def __init__(self, config: OmniMambaConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or OmniMambaConfig.official()
+        self.vision_backbone = VisionBackbone(cfg.vision)
+        self.llm_backbone = LLMBackbone(cfg)
+        self.projector = FusedMLPProjector(self.vision_backbone.embed_dim, cfg.d_model, cfg.projector_mult)
+
+    # ----- conveniences -----
+    @property
+    def mamba(self) -> MambaLM:
+        return self.llm_backbone.mamba
+
+    @property
+    def backbone(self):
+        return self.llm_backbone.mamba.backbone
+
+    @property
+    def vq(self) -> VQModel:
+        return self.llm_backbone.vqvae
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.embedding.weight.dtype
+
+    def new_state(self, batch_size: int = 1) -> InferenceState:
+        return InferenceState.zeros(self.config, batch_size, self.device, self.dtype)
+
+    def merge_lora(self) -> "OmniMamba":
+        """Precompute per-task in_proj weights (W + 4 B A): same function, one matmul per decode step."""
+        for layer in self.backbone.layers:
+            layer.mixer.in_proj.merge()
+        return self
+
+    def unmerge_lora(self) -> "OmniMamba":
+        for layer in self.backbone.layers:
+            layer.mixer.in_proj.unmerge()
+        return self
+
+    @property
+    def lora_merged(self) -> bool:
+        return self.backbone.layers[0].mixer.in_proj.merged_weight("mmu") is not None
+
+    # ----- embeddings -----
+    def image_features(self, pixel_values: PixelValues) -> Tensor:
+        """Vision towers + projector: (b, 729, d_model) in the backbone dtype."""
+        feats = self.vision_backbone({k: v.to(self.device) for k, v in pixel_values.items()})
+        return self.projector(feats.to(self.projector.projector[0].weight.dtype)).to(self.dtype)
+
+    def embed_mmu(self, text_ids: Tensor, image_embeds: Tensor | None, start: int = 0) -> Tensor:
+        """[mmu][soi] image [eoi][sot] text -> positioned embeddings (b, 733 + n, d).
+
+        text_ids (b, n); image_embeds (b, 729, d), or None for a chat without an image, which gets the zero
+        image block that training used for text-only samples.
+        """
+        b = text_ids.shape[0]
+        specials = torch.tensor([MMU_ID, SOI_ID, EOI_ID, SOT_ID], device=text_ids.device).expand(b, 4)
+        emb = self.backbone.embedding(torch.cat([specials, text_ids], dim=1))  # (b, 4 + n, d)
+        if image_embeds is None:
+            image_embeds = emb.new_zeros(b, self.config.vision.num_patches, emb.shape[-1])
+        seq = torch.cat([emb[:, :2], image_embeds.to(emb.dtype), emb[:, 2:]], dim=1)
+        return self.backbone.add_positions(seq, "mmu", start)
+
+    def embed_text(self, text_ids: Tensor, start: int) -> Tensor:
+        """Continuation of an image chat (a new turn): text embeddings at positions [start, start + n)."""
+        return self.backbone.add_positions(self.backbone.embedding(text_ids), "mmu", start)
+
+    def embed_t2i_prefix(self, prefix_ids: Tensor) -> Tensor:
+        """72-id caption prefix -> caption_embed(text embedding) + pos_embed[0:72]."""
+        return self.backbone.add_positions(self.backbone.caption_embed(self.backbone.embedding(prefix_ids)), "t2i", 0)
+
+    def embed_image_tokens(self, image_ids: Tensor, start: int) -> Tensor:
+        """VQ codes (b, n) -> project_in(table row) + pos_embed[start:start + n]."""
+        return self.backbone.add_positions(self.backbone.img_embeddings(image_ids), "t2i", start)
+
+    # ----- teacher-forced forwards (the training computations) -----
+    def forward_mmu(self, text_ids: Tensor, pixel_values: PixelValues | None = None,
+                    image_embeds: Tensor | None = None) -> Tensor:
+        """Text logits (b, 733 + n, 50288) over [mmu][soi] image [eoi][sot] text; row p predicts token p + 1."""
+        if image_embeds is None and pixel_values is not None:
+            image_embeds = self.image_features(pixel_values)
+        hidden = self.backbone(self.embed_mmu(text_ids, image_embeds), "mmu")
+        return self.mamba.head(hidden, "mmu")
+
+    def forward_t2i(self, prefix_ids: Tensor, image_ids: Tensor) -> Tensor:
+        """Image logits (b, 72 + n, 16384) over prefix ++ image tokens; rows 71.. predict image_ids[0..]."""
+        seq = torch.cat([self.embed_t2i_prefix(prefix_ids),
+                         self.embed_image_tokens(image_ids, prefix_ids.shape[1])], dim=1)
+        return self.mamba.head(self.backbone(seq, "t2i"), "t2i")
+
+    def decode_images(self, image_ids: Tensor) -> Tensor:
+        """VQ codes (b, 256) -> images (b, 3, 256, 256), nominally in [-1, 1] (not clamped)."""
+        return self.vq.decode_codes(image_ids)

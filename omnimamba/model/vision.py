@@ -1,0 +1,70 @@
+"""MMU image features: DINOv2-L/14 (4 registers) + SigLIP-SO400M/14 through timm (reference §5).
+
+Each tower gives the output of its second-to-last block with no final norm and its prefix tokens (DINOv2's
+cls + 4 registers) dropped; the two are concatenated, DINOv2 first: [b, 729, 1024 + 1152 = 2176].
+The image transform is the official "resize-naive": bicubic resize to 384 x 384 (aspect ratio not kept),
+then each tower's own normalisation.
+"""
+from __future__ import annotations
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..config import VisionConfig
+
+PixelValues = dict[str, Tensor]  # {"dino": (b, 3, S, S), "siglip": (b, 3, S, S)}
+
+
+def create_tower(name: str, image_size: int, overrides: dict, pretrained: bool = False, **timm_kwargs) -> nn.Module:
+    """A timm VisionTransformer as OmniMamba builds it (no classifier, 384 px input)."""
+    return timm.create_model(name, pretrained=pretrained, num_classes=0, img_size=image_size, **overrides,
+                             **timm_kwargs)
+
+
+class VisionBackbone(nn.Module):
+    """`vision_backbone`: SigLIP is registered first, as in the official state_dict."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.siglip_featurizer = create_tower(cfg.siglip_model, cfg.image_size, cfg.siglip_overrides)
+        self.dino_featurizer = create_tower(cfg.dino_model, cfg.image_size, cfg.dino_overrides)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.dino_featurizer.embed_dim + self.siglip_featurizer.embed_dim
+
+    def forward(self, pixel_values: PixelValues) -> Tensor:
+        """-> (b, num_patches, dino_dim + siglip_dim), in the towers' dtype."""
+        dino = penultimate_patch_tokens(self.dino_featurizer, pixel_values["dino"])
+        siglip = penultimate_patch_tokens(self.siglip_featurizer, pixel_values["siglip"])
+        return torch.cat([dino, siglip], dim=-1)
+
+
+def penultimate_patch_tokens(vit: nn.Module, x: Tensor) -> Tensor:
+    """Patch tokens after block depth-2 (no final norm, prefix tokens removed): (b, num_patches, dim)."""
+    index = len(vit.blocks) - 2
+    (tokens,) = vit.forward_intermediates(x.to(vit.patch_embed.proj.weight.dtype), indices=[index], norm=False,
+                                          output_fmt="NLC", intermediates_only=True, stop_early=True)
+    return tokens
+
+
+def preprocess_image(image: Image.Image, cfg: VisionConfig) -> PixelValues:
+    """PIL image -> {"dino", "siglip"} tensors (3, S, S): bicubic resize to S x S, [0, 1], per-tower normalisation."""
+    rgb = image.convert("RGB").resize((cfg.image_size, cfg.image_size), Image.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
+    return {
+        "dino": _normalize(pixels, cfg.dino_mean, cfg.dino_std),
+        "siglip": _normalize(pixels, cfg.siglip_mean, cfg.siglip_std),
+    }
+
+
+def stack_pixel_values(items: list[PixelValues]) -> PixelValues:
+    return {key: torch.stack([item[key] for item in items]) for key in ("dino", "siglip")}
+
+
+def _normalize(pixels: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    return (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

@@ -13,9 +13,12 @@ This module offers the teacher-forced forwards and the embedding pieces; decodin
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
+from .. import checkpoint
 from ..config import OmniMambaConfig
 from .backbone import FusedMLPProjector, InferenceState, MambaLM
 from .vision import PixelValues, VisionBackbone
@@ -81,6 +84,28 @@ class OmniMamba(nn.Module):
     @property
     def lora_merged(self) -> bool:
         return self.backbone.layers[0].mixer.in_proj.merged_weight("mmu") is not None
+
+    # ----- weights -----
+    def load_official_state_dict(self, source: "str | os.PathLike | checkpoint.StateDict") -> checkpoint.LoadReport:
+        """Load the official layout (e.g. OmniMamba-1.3b.pth: fp16 values, cast to this model's dtype).
+
+        Strict: anything missing or unexpected raises CheckpointError naming the keys. The vision towers and
+        the VQ may be absent as whole groups (they have their own checkpoints and loaders).
+        """
+        sd = checkpoint.read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
+        report = checkpoint.load_into(self, sd, checkpoint.EXTERNAL_GROUPS)
+        self.unmerge_lora()  # merged weights derive from the old values
+        return report
+
+    def load_vq_state_dict(self, source: "str | os.PathLike | checkpoint.StateDict") -> checkpoint.LoadReport:
+        """LlamaGen VQ-16 weights: vq_ds16_t2i.pt ({"model": state_dict}) or a plain state_dict."""
+        sd = checkpoint.read_state_dict(source, key="model") if isinstance(source, (str, os.PathLike)) else source
+        return checkpoint.load_into(self.vq, sd)
+
+    def load_vision_state_dicts(self, dino: checkpoint.StateDict, siglip: checkpoint.StateDict) -> None:
+        """timm-layout tower weights (after timm's checkpoint filter: DINOv2 positions already at 27 x 27)."""
+        checkpoint.load_into(self.vision_backbone.dino_featurizer, dino)
+        checkpoint.load_into(self.vision_backbone.siglip_featurizer, siglip)
 
     # ----- embeddings -----
     def image_features(self, pixel_values: PixelValues) -> Tensor:

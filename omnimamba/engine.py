@@ -1,0 +1,272 @@
+"""The one shared model and the only door to it: requests in, streamed text / images / metrics out.
+
+request -> prompt ids (tokenizer) -> model (generation) -> tokens -> text or pixels.
+GPU work is serialized by one lock. Image chats are sessions keyed by id: each keeps its token history, its
+image embedding and (while it is among the most recent `max_live_states`) its recurrent state on the device,
+so a follow-up question costs only its own tokens. An evicted session is rebuilt from its history.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .generation import Decoder, chat_tokens, image_tokens
+from .metrics import RequestMeter, RequestMetrics
+from .model import InferenceState, OmniMamba
+from .model import kernels
+from .model.omnimamba import EOS_ID
+from .model.vision import preprocess_image, stack_pixel_values
+from .sampling import SamplingParams
+from .tokenizer import OmniTokenizer, PromptError, StreamingDetokenizer
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs)
+MAX_IMAGES_PER_PROMPT = 8
+REPORT_EVERY = 16  # text-to-image progress (and metrics) every this many tokens when previews are off
+
+
+class EngineError(RuntimeError):
+    """A request that failed for a reason the user can act on; the engine keeps serving."""
+
+
+@dataclass
+class ChatEvent:
+    delta: str  # new text since the last event
+    text: str  # the whole answer so far
+    metrics: RequestMetrics
+    done: bool = False
+    note: str | None = None  # e.g. why the answer stopped early
+
+
+@dataclass
+class ImageEvent:
+    images: list[Image.Image]
+    metrics: RequestMetrics
+    done: bool = False
+    rows_done: int = 0  # token rows generated so far (of image_grid)
+    note: str | None = None
+
+
+@dataclass
+class ChatSession:
+    image_embeds: Tensor | None  # (1, 729, d) on CPU, or None for a chat without an image
+    history: list[int] = field(default_factory=list)  # every text id fed after the image block
+    pending: list[int] = field(default_factory=list)  # sampled but not yet fed (the last token of an answer)
+    state: InferenceState | None = None  # live recurrent state (None when evicted)
+    turns: int = 0
+
+
+class Engine:
+    def __init__(self, model: OmniMamba, tokenizer: OmniTokenizer, label: str = "OmniMamba-1.3B",
+                 max_sessions: int = 256, max_live_states: int = 16, use_cuda_graphs: bool | None = None):
+        self.model, self.tokenizer, self.label = model, tokenizer, label
+        self.decoder = Decoder(model, use_cuda_graphs)
+        self.lock = threading.Lock()
+        self.sessions: OrderedDict[str, ChatSession] = OrderedDict()
+        self.max_sessions, self.max_live_states = max_sessions, max_live_states
+        log.info("engine ready: %s on %s (%s); kernels: %s", label, self.device, model.dtype,
+                 kernels.describe_backends(self.device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def info(self) -> dict:
+        cuda = self.device.type == "cuda"
+        return {
+            "model": self.label, "device": torch.cuda.get_device_name(self.device) if cuda else "CPU",
+            "dtype": str(self.model.dtype).removeprefix("torch."), "backend": kernels.describe_backends(self.device),
+            "vram_total_gib": torch.cuda.get_device_properties(self.device).total_memory / 2**30 if cuda else None,
+            "caption_tokens": self.model.config.caption_len, "image_size": self.model.config.image_size,
+            "chat_positions": self.model.config.mmu_positions,
+        }
+
+    # ------------------------------------------------------------------ image chat
+    def new_session(self, image: Image.Image | None = None) -> str:
+        """Start a chat (about `image`, or text only); returns its id."""
+        embeds = self._encode_image(image) if image is not None else None
+        session_id = uuid.uuid4().hex
+        self.sessions[session_id] = ChatSession(embeds)
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+        return session_id
+
+    def end_session(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+
+    def chat(self, session_id: str, message: str, params: SamplingParams = SamplingParams(),
+             max_new_tokens: int = 256) -> Iterator[ChatEvent]:
+        """Stream the answer to `message` in session `session_id`. Close the iterator to stop early."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise EngineError("this conversation has expired; start a new one")
+        if not 1 <= max_new_tokens <= self.model.config.mmu_positions:
+            raise EngineError(f"max new tokens must be in 1..{self.model.config.mmu_positions}")
+        try:
+            turn = self.tokenizer.chat_turn(message)
+        except PromptError as exc:
+            raise EngineError(str(exc)) from exc
+        feed = session.pending + ([EOS_ID] if session.turns and session.pending[-1:] != [EOS_ID] else []) + turn
+        with self._serialized():
+            yield from self._answer(session_id, session, feed, params, max_new_tokens)
+
+    def _answer(self, session_id: str, session: ChatSession, feed: list[int], params: SamplingParams,
+                max_new_tokens: int) -> Iterator[ChatEvent]:
+        meter = RequestMeter("chat", self.device, self.model.dtype, kernels.describe_backends(self.device))
+        state, embeds = self._chat_inputs(session_id, session, feed)
+        detok = StreamingDetokenizer(self.tokenizer)
+        generator = _generator(params.seed, self.device)
+        steps = chat_tokens(self.decoder, state, embeds, params, max_new_tokens, generator)
+        sampled: list[int] = []
+        try:
+            for step in steps:
+                sampled.append(step.token)
+                meter.first_token() if len(sampled) == 1 else meter.tokens(1)
+                delta = detok.push(step.token)
+                done = step.stop_reason is not None
+                note = _stop_note(step.stop_reason)
+                yield ChatEvent(delta, detok.text, meter.snapshot(done, step.stop_reason), done, note)
+        finally:
+            steps.close()
+            if sampled:  # the prompt and all but the last sampled token are now in `state`
+                session.history += feed + sampled[:-1]
+                session.pending = sampled[-1:]
+                session.turns += 1
+
+    def _chat_inputs(self, session_id: str, session: ChatSession, feed: list[int]) -> tuple[InferenceState, Tensor]:
+        """The session's live state and the embeddings to feed. A session without a live state (new, or
+        evicted) starts from zeros and feeds the image block and its whole history again."""
+        self.sessions.move_to_end(session_id)
+        if session.state is not None:
+            ids = torch.tensor([feed], device=self.device)
+            return session.state, self.model.embed_text(ids, session.state.seqlen)
+        session.state = self.model.new_state(1)
+        self._evict_states()
+        ids = torch.tensor([session.history + feed], device=self.device)
+        image = session.image_embeds.to(self.device) if session.image_embeds is not None else None
+        return session.state, self.model.embed_mmu(ids, image)
+
+    def _evict_states(self) -> None:
+        live = [s for s in self.sessions.values() if s.state is not None]  # least recently used first
+        for session in live[:max(0, len(live) - self.max_live_states)]:
+            session.state = None  # oldest first; rebuilt from history on its next turn
+
+    @torch.no_grad()
+    def _encode_image(self, image: Image.Image) -> Tensor:
+        check_image(image)
+        pixels = stack_pixel_values([preprocess_image(image, self.model.config.vision)])
+        with self._serialized():
+            return self.model.image_features(pixels).cpu()
+
+    # ------------------------------------------------------------------ text to image
+    def text_to_image(self, prompt: str, num_images: int = 1, params: SamplingParams = SamplingParams(),
+                      guidance_scale: float = 1.0, preview_every: int = 0) -> Iterator[ImageEvent]:
+        """Stream `num_images` images for `prompt`: previews every `preview_every` tokens, then the final ones."""
+        if not 1 <= num_images <= MAX_IMAGES_PER_PROMPT:
+            raise EngineError(f"number of images must be in 1..{MAX_IMAGES_PER_PROMPT}")
+        if not 0.0 <= guidance_scale <= 20.0:
+            raise EngineError("guidance scale must be in [0, 20] (1 = off, the official setting)")
+        cfg = self.model.config
+        try:
+            caption = self.tokenizer.caption(prompt, cfg.caption_len)
+        except PromptError as exc:
+            raise EngineError(str(exc)) from exc
+        note = (f"prompt truncated to its first {cfg.caption_len} of {caption.num_tokens} tokens "
+                f"(the model's caption length)" if caption.truncated else None)
+        prefix = torch.tensor([caption.ids] * num_images)
+        uncond = torch.tensor([self.tokenizer.unconditional_caption(cfg.caption_len)] * num_images)
+        with self._serialized():
+            yield from self._images(prefix, uncond, params, guidance_scale, preview_every, note)
+
+    def _images(self, prefix: Tensor, uncond: Tensor, params: SamplingParams, guidance_scale: float,
+                preview_every: int, note: str | None) -> Iterator[ImageEvent]:
+        meter = RequestMeter("t2i", self.device, self.model.dtype, kernels.describe_backends(self.device))
+        batch, grid = prefix.shape[0], self.model.config.image_grid
+        report_every = preview_every or REPORT_EVERY
+        steps = image_tokens(self.decoder, prefix.to(self.device), params, guidance_scale,
+                             uncond.to(self.device), report_every, _generator(params.seed, self.device))
+        have = 0  # tokens per image reported so far
+        try:
+            for step in steps:
+                n = step.tokens.shape[1]
+                if have == 0:
+                    meter.first_token(batch)
+                else:
+                    meter.tokens(batch * (n - have), steps=n - have)
+                have = n
+                show = step.done or bool(preview_every)
+                images = self.render(step.tokens, grid) if show and n >= grid else []
+                yield ImageEvent(images, meter.snapshot(step.done, "done" if step.done else None), step.done,
+                                 rows_done=n // grid, note=note)
+        finally:
+            steps.close()
+
+    @torch.no_grad()
+    def render(self, tokens: Tensor, grid: int) -> list[Image.Image]:
+        """Image tokens (b, k <= grid^2) -> PIL images; rows not generated yet are grey."""
+        b, k = tokens.shape
+        full = torch.zeros(b, grid * grid, dtype=torch.long, device=tokens.device)
+        full[:, :k] = tokens
+        pixels = self.model.decode_images(full).float().clamp(-1, 1)  # (b, 3, H, W)
+        rows_px = (k // grid) * pixels.shape[-2] // grid
+        if k < grid * grid:
+            pixels[:, :, rows_px:] = 0.0  # grey = 0 in [-1, 1]
+        return [to_pil(p) for p in pixels]
+
+    # ------------------------------------------------------------------ plumbing
+    def _serialized(self):
+        return _LockedOOM(self.lock, self.device)
+
+
+class _LockedOOM:
+    """Holds the GPU lock; turns an out-of-memory error into an EngineError after freeing the cache."""
+
+    def __init__(self, lock: threading.Lock, device: torch.device):
+        self.lock, self.device = lock, device
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+                raise EngineError("the GPU ran out of memory for this request; try fewer images or tokens") from exc
+        finally:
+            self.lock.release()
+        return False
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
+    return gen
+
+
+def _stop_note(reason: str | None) -> str | None:
+    return {"position_limit": "the conversation reached the model's 1500-position limit; start a new chat",
+            "max_new_tokens": "stopped at the max-new-tokens limit"}.get(reason)
+
+
+def check_image(image: Image.Image) -> None:
+    if not isinstance(image, Image.Image):
+        raise EngineError("the image could not be read; upload a PNG, JPEG or WebP file")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise EngineError(f"the image is {image.width}x{image.height}; images up to "
+                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted")
+
+
+def to_pil(pixels: Tensor) -> Image.Image:
+    """(3, H, W) in [-1, 1] -> RGB image, the way the official script scales it ((x + 1) / 2, rounded)."""
+    array = ((pixels.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array))

@@ -1,0 +1,235 @@
+"""Inference: prefill, one-token decode steps captured as CUDA graphs, and the two decode loops.
+
+    prefill(embeds) -> first token                          eager (any length)
+    DecodeGraph.run()  = embed token -> 48 layers -> head -> (guidance) -> sample -> next token, position += 1
+                                                           one CUDA-graph replay per token on GPU
+A DecodeGraph owns static buffers (state, token, position, sampling knobs) for one key
+(task, batch, sampling?, guidance?), so an image-chat graph can never be replayed for text-to-image.
+The loops are Python generators: they yield after every token, and closing them between steps cancels.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .model import InferenceState, OmniMamba
+from .model.backbone import PositionLimitError
+from .model.omnimamba import EOS_ID
+from .sampling import SamplingParams, greedy_tokens, guided_logits, sample_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GraphKey:
+    task: str
+    batch: int  # sequences sampled (images, or 1 chat); the model batch is twice this with guidance
+    sampling: bool
+    guidance: bool
+
+
+class DecodeGraph:
+    """Static buffers and the one-token step for one GraphKey; captured as a CUDA graph on GPU."""
+
+    def __init__(self, decoder: "Decoder", key: GraphKey):
+        model = decoder.model
+        self.decoder, self.key = decoder, key
+        dev = model.device
+        rows = key.batch * (2 if key.guidance else 1)
+        vocab = model.config.padded_text_vocab if key.task == "mmu" else model.config.image_vocab_size
+        self.state = InferenceState.zeros(model.config, rows, dev, model.dtype)
+        self.token = torch.zeros(key.batch, dtype=torch.long, device=dev)  # fed at the next step
+        self.position = torch.zeros((), dtype=torch.long, device=dev)  # absolute position of that token
+        self.logits = torch.zeros(key.batch, vocab, device=dev)  # of the last step (after guidance)
+        self.temperature = torch.ones(key.batch, 1, device=dev)
+        self.top_k = torch.ones(key.batch, 1, dtype=torch.long, device=dev)
+        self.top_p = torch.zeros(key.batch, 1, device=dev)
+        self.guidance_scale = torch.ones((), device=dev)
+        self.noise = torch.ones(key.batch, vocab, device=dev) if key.sampling else None
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def set_sampling(self, params: SamplingParams, guidance_scale: float) -> None:
+        self.temperature.fill_(max(params.temperature, 1e-5))
+        self.top_k.fill_(params.top_k)
+        self.top_p.fill_(params.top_p)
+        self.guidance_scale.fill_(guidance_scale)
+
+    def pick(self, logits: Tensor) -> Tensor:
+        """Guidance + sampling of model logits (rows, V) -> tokens (batch,); also kept in self.logits."""
+        if self.key.guidance:
+            logits = guided_logits(logits[:self.key.batch], logits[self.key.batch:], self.guidance_scale)
+        self.logits.copy_(logits)
+        if not self.key.sampling:
+            return greedy_tokens(logits)
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.noise)
+
+    def _step(self) -> None:
+        ids = self.token.repeat(2) if self.key.guidance else self.token  # both guidance rows get the token
+        emb = self.decoder.embed_step(ids, self.position, self.key.task)
+        hidden = self.decoder.model.backbone.step(emb, self.key.task, self.state)
+        logits = self.decoder.model.mamba.head(hidden, self.key.task).float()
+        self.token.copy_(self.pick(logits))
+        self.position.add_(1)
+
+    def capture(self, pool: object) -> None:
+        """Warm up on a side stream (Triton compiles here), then record one step. The warm-up scribbles on
+        the state, which every request overwrites (`load_state`) before its prefill."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self._step()
+
+    def run(self, generator: torch.Generator | None) -> None:
+        if self.noise is not None:
+            self.noise.exponential_(generator=generator)  # outside the graph: the request's own stream
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._step()
+
+    def load_state(self, source: InferenceState | None) -> None:
+        if source is None:
+            self.state.conv.zero_()
+            self.state.ssm.zero_()
+            self.state.seqlen = 0
+        else:
+            self.state.copy_(source)
+
+
+class Decoder:
+    """Wraps a model for inference: merged LoRA, the projected image-token table, and the graph cache."""
+
+    def __init__(self, model: OmniMamba, use_cuda_graphs: bool | None = None):
+        self.model = model.eval().requires_grad_(False)
+        if not model.lora_merged:
+            model.merge_lora()
+        self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        self.image_table = self._project_image_table()  # (16384, d): project_in of every VQ code, once
+        self.graphs: dict[GraphKey, DecodeGraph] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_cuda_graphs else None
+
+    @torch.no_grad()
+    def _project_image_table(self, rows_per_chunk: int = 4096) -> Tensor:
+        """An image token's input embedding depends only on its id: compute project_in for all ids up front
+        instead of a 3-layer MLP in every decode step."""
+        emb = self.model.backbone.img_embeddings
+        table = emb.word_embeddings.weight
+        return torch.cat([emb.project_in(table[i:i + rows_per_chunk]) for i in range(0, table.shape[0], rows_per_chunk)])
+
+    def embed_step(self, ids: Tensor, position: Tensor, task: str) -> Tensor:
+        """(rows,) token ids at one absolute position -> positioned input embeddings (rows, d)."""
+        backbone = self.model.backbone
+        table = backbone.embedding.weight if task == "mmu" else self.image_table
+        return table[ids] + backbone.position_table(task)[position]
+
+    def graph_for(self, key: GraphKey) -> DecodeGraph:
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = DecodeGraph(self, key)
+            if self.use_cuda_graphs:
+                with torch.no_grad():
+                    graph.capture(self.pool)
+                log.info("captured decode graph %s", key)
+            self.graphs[key] = graph
+        return graph
+
+    @torch.no_grad()
+    def prefill(self, graph: DecodeGraph, embeds: Tensor, task: str, generator: torch.Generator | None) -> Tensor:
+        """Run positioned embeddings (rows, L, d) through the backbone from the graph's state; pick the first
+        token. Returns it (batch,) and leaves it in graph.token with graph.position = the state's new length."""
+        hidden = self.model.backbone(embeds, task, graph.state)[:, -1]  # (rows, d)
+        graph.state.seqlen += embeds.shape[1]
+        logits = self.model.mamba.head(hidden, task).float()
+        if graph.noise is not None:
+            graph.noise.exponential_(generator=generator)
+        token = graph.pick(logits)
+        graph.token.copy_(token)
+        graph.position.fill_(graph.state.seqlen)
+        return token
+
+    @torch.no_grad()
+    def decode(self, graph: DecodeGraph, steps: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+        """Feed the pending token `steps` times; yields each new token (batch,) on the device (no host sync)."""
+        for _ in range(steps):
+            graph.run(generator)
+            graph.state.seqlen += 1
+            yield graph.token
+
+
+@dataclass
+class ChatStep:
+    token: int
+    stop_reason: str | None = None  # set on the last token: "eos", "max_new_tokens" or "position_limit"
+
+
+@torch.no_grad()
+def chat_tokens(decoder: Decoder, state: InferenceState, embeds: Tensor, params: SamplingParams,
+                max_new_tokens: int, generator: torch.Generator | None = None) -> Iterator[ChatStep]:
+    """Continue an image chat: feed `embeds` (1, L, d) after `state`, then sample up to max_new_tokens.
+
+    Stops after EOS (id 0), at max_new_tokens, or where the 1500-row position table ends; the last step
+    carries the reason. Cancel by closing the generator between steps. Either way, once a first token has
+    been yielded, `state` holds the prompt and every yielded token except the last one (the caller feeds
+    that one, e.g. the EOS, at the start of the next turn); before that, `state` is untouched.
+    """
+    table_rows = decoder.model.config.mmu_positions
+    if state.seqlen + embeds.shape[1] > table_rows:
+        raise PositionLimitError("mmu", state.seqlen + embeds.shape[1], table_rows)
+    room = table_rows - state.seqlen - embeds.shape[1]  # tokens that can still be fed after the prompt
+    budget = min(max_new_tokens, room + 1)  # the last sampled token is never fed
+    graph = decoder.graph_for(GraphKey("mmu", 1, not params.greedy, False))
+    graph.set_sampling(params, 1.0)
+    graph.load_state(state)
+    token = int(decoder.prefill(graph, embeds, "mmu", generator)[0])
+    try:
+        for produced in range(1, budget + 1):
+            if token == EOS_ID or produced == budget:
+                reason = "eos" if token == EOS_ID else (
+                    "max_new_tokens" if budget == max_new_tokens else "position_limit")
+                yield ChatStep(token, reason)
+                return
+            yield ChatStep(token)
+            token = int(next(decoder.decode(graph, 1, generator))[0])
+    finally:
+        state.copy_(graph.state)
+
+
+@dataclass
+class ImageStep:
+    tokens: Tensor  # (batch, k) all image tokens so far, on the device
+    done: bool
+
+
+@torch.no_grad()
+def image_tokens(decoder: Decoder, prefix_ids: Tensor, params: SamplingParams, guidance_scale: float = 1.0,
+                 uncond_ids: Tensor | None = None, report_every: int = 16,
+                 generator: torch.Generator | None = None) -> Iterator[ImageStep]:
+    """Text-to-image tokens for prefix_ids (batch, 72). Yields after the first token (the prefill), then
+    every `report_every` tokens, and at the end (done=True). Tokens stay on the device; only a yield syncs.
+
+    With guidance (scale != 1), `uncond_ids` (batch, 72) runs beside the prompt and the logits are mixed.
+    """
+    cfg = decoder.model.config
+    batch = prefix_ids.shape[0]
+    guidance = uncond_ids is not None and guidance_scale != 1.0
+    graph = decoder.graph_for(GraphKey("t2i", batch, not params.greedy, guidance))
+    graph.set_sampling(params, guidance_scale)
+    graph.load_state(None)
+    ids = torch.cat([prefix_ids, uncond_ids]) if guidance else prefix_ids
+    tokens = torch.empty(batch, cfg.num_image_tokens, dtype=torch.long, device=decoder.model.device)
+    tokens[:, 0] = decoder.prefill(graph, decoder.model.embed_t2i_prefix(ids.to(tokens.device)), "t2i", generator)
+    yield ImageStep(tokens[:, :1], done=False)
+    for k, token in enumerate(decoder.decode(graph, cfg.num_image_tokens - 1, generator), start=1):
+        tokens[:, k] = token
+        if report_every and (k + 1) % report_every == 0 and k + 1 < cfg.num_image_tokens:
+            yield ImageStep(tokens[:, :k + 1], done=False)
+    yield ImageStep(tokens, done=True)

@@ -1,0 +1,62 @@
+"""Sampling as pure functions of logits: no host syncs, no in-place edits of the caller's tensors.
+
+The official setting is greedy (top_k=1). Otherwise the official order is kept (reference §8): keep the top-k
+logits, divide by the temperature, keep the smallest set of tokens whose probability reaches top_p, draw.
+The draw is an exponential race (argmax of p / E with E ~ Exp(1)), so the randomness is an input tensor that
+a per-request torch.Generator fills: two requests never share a random stream, and the same seed gives the
+same tokens. All parameters are tensors, so one captured CUDA graph serves every setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_k: int = 1  # 1 = greedy, the official setting; 0 = no top-k limit
+    top_p: float = 0.0  # 0 (or 1) = off
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.temperature <= 10.0):
+            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
+        if not (0 <= self.top_k <= 1_000_000) or int(self.top_k) != self.top_k:
+            raise ValueError(f"top_k must be a whole number >= 0 (1 = greedy, 0 = off), got {self.top_k}")
+        if not (0.0 <= self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
+        if self.seed is not None and not (0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.top_k == 1 or self.temperature == 0.0
+
+
+def greedy_tokens(logits: Tensor) -> Tensor:
+    return logits.argmax(dim=-1)
+
+
+def sample_tokens(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, noise: Tensor) -> Tensor:
+    """logits (b, V) fp32; temperature (b, 1) > 0; top_k (b, 1) long, 0 = off; top_p (b, 1), 0 or 1 = off;
+    noise (b, V) ~ Exp(1). Returns tokens (b,)."""
+    vocab = logits.shape[-1]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (b, V)
+    rank = torch.arange(vocab, device=logits.device)
+    keep = (rank[None, :] < top_k) | (top_k <= 0)
+    scaled = (sorted_logits / temperature).masked_fill(~keep, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of the strictly more likely tokens
+    top_p_on = (top_p > 0) & (top_p < 1)
+    keep = keep & ((mass_before < top_p) | ~top_p_on)
+    probs = torch.softmax(scaled.masked_fill(~keep, float("-inf")), dim=-1)
+    choice = (probs / noise).argmax(dim=-1, keepdim=True)  # exponential race = one categorical draw
+    return order.gather(-1, choice).squeeze(-1)
+
+
+def guided_logits(cond: Tensor, uncond: Tensor, scale: Tensor | float) -> Tensor:
+    """Classifier-free guidance: uncond + scale * (cond - uncond); scale 1 is the conditional alone."""
+    return uncond + scale * (cond - uncond)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnimamba import OmniMamba, OmniMambaConfig
+from omnimamba.model.init import init_random_
+from omnimamba.tokenizer import OmniTokenizer
+
+from .tokenizer_fixture import write_tokenizer_json
+
+GOLDENS_CANDIDATES = [os.environ.get("OMNIMAMBA_GOLDENS", ""), ".gpu/goldens",
+                      str(Path(__file__).resolve().parents[2] / "shared/reference/goldens")]
+
+
+def goldens_dir() -> Path | None:
+    for candidate in GOLDENS_CANDIDATES:
+        if candidate and (Path(candidate) / "golden_t2i.pt").is_file():
+            return Path(candidate)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_shared() -> OmniMamba:
+    torch.manual_seed(0)
+    return init_random_(OmniMamba(OmniMambaConfig.tiny()), seed=0).eval()
+
+
+@pytest.fixture
+def tiny_model(tiny_model_shared) -> OmniMamba:
+    """A private copy: tests may change its weights or merge its LoRA."""
+    return copy.deepcopy(tiny_model_shared)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_file(tmp_path_factory) -> Path:
+    return write_tokenizer_json(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_file) -> OmniTokenizer:
+    return OmniTokenizer.from_file(tokenizer_file)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .model import InferenceState, OmniMamba
@@ -70,8 +71,7 @@ class DecodeGraph:
     def _step(self) -> None:
         ids = self.token.repeat(2) if self.key.guidance else self.token  # both guidance rows get the token
         emb = self.decoder.embed_step(ids, self.position, self.key.task)
-        hidden = self.decoder.model.backbone.step(emb, self.key.task, self.state)
-        logits = self.decoder.model.mamba.head(hidden, self.key.task).float()
+        logits = self.decoder.model.mamba.step_logits(emb, self.key.task, self.state)
         self.token.copy_(self.pick(logits))
         self.position.add_(1)
 
@@ -129,7 +129,8 @@ class Decoder:
         """(rows,) token ids at one absolute position -> positioned input embeddings (rows, d)."""
         backbone = self.model.backbone
         table = backbone.embedding.weight if task == "mmu" else self.image_table
-        return table[ids] + backbone.position_table(task)[position]
+        # F.embedding, not tensor[position]: indexing with a 0-d tensor syncs the host (breaks graph capture)
+        return F.embedding(ids, table) + F.embedding(position.view(1), backbone.position_table(task))
 
     def graph_for(self, key: GraphKey) -> DecodeGraph:
         graph = self.graphs.get(key)

@@ -1,4 +1,10 @@
-"""Our Triton decode kernels, run by Triton's interpreter on the CPU, against their PyTorch twins."""
+"""Our Triton decode kernels, run by Triton's interpreter on the CPU, against their PyTorch twins.
+
+fp32 must agree to rounding. In 16 bits both paths round differently (the fused GEMVs accumulate in another
+order), so the fast path is held to the reference's own 16-bit error: its distance from the fp32 trajectory
+must be at most 1.5x the 16-bit reference's. The 16-bit run uses fp16: the interpreter truncates fp32 -> bf16
+instead of rounding (the GPU rounds), which would double the fast path's error here and nowhere else.
+"""
 import os
 import subprocess
 import sys
@@ -10,28 +16,43 @@ import pytest
 triton = pytest.importorskip("triton")
 
 SCRIPT = textwrap.dedent("""
+    import copy
     import torch
     from omnimamba import OmniMamba, OmniMambaConfig
     from omnimamba.model import kernels
     from omnimamba.model.init import init_random_
     assert kernels._INTERPRET
-    model = init_random_(OmniMamba(OmniMambaConfig.tiny()), seed=3).eval()
-    for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 0.1)]:
-        model.to(dtype)
-        x = torch.randn(2, 9, model.config.d_model).to(dtype)
+    rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()
+    fp32 = init_random_(OmniMamba(OmniMambaConfig.tiny()), seed=3).eval().merge_lora()
+    half = copy.deepcopy(fp32).to(torch.float16).merge_lora()
+    x = torch.randn(2, 9, fp32.config.d_model)
+
+    def trajectory(model, reference):
         with torch.no_grad():
-            fast, ref = model.new_state(2), model.new_state(2)
-            model.backbone(x[:, :5], "t2i", fast)
-            ref.copy_(fast)
+            state = model.new_state(2)
+            model.backbone(x[:, :5].to(model.dtype), "t2i", state)
+            outs = []
             for t in range(5, 9):
-                out = model.backbone.step(x[:, t], "t2i", fast)  # strided rows on purpose
-                with kernels.reference_only():
-                    out_ref = model.backbone.step(x[:, t], "t2i", ref)
-                diffs = [(out.float() - out_ref.float()).abs().max().item(),
-                         (fast.ssm - ref.ssm).abs().max().item(),
-                         (fast.conv.float() - ref.conv.float()).abs().max().item()]
-                print(dtype, t, diffs)
-                assert max(diffs) < tol, (dtype, t, diffs)
+                step = lambda: model.mamba.step_logits(x[:, t].to(model.dtype), "t2i", state)  # strided rows
+                if reference:
+                    with kernels.reference_only():
+                        outs.append(step())
+                else:
+                    outs.append(step())
+            return torch.stack(outs), state
+
+    exact, exact_state = trajectory(fp32, True)
+    fast32, fast32_state = trajectory(fp32, False)
+    print("fp32 fast vs ref", rel(fast32, exact), rel(fast32_state.ssm, exact_state.ssm))
+    assert rel(fast32, exact) < 1e-5 and rel(fast32_state.ssm, exact_state.ssm) < 1e-5
+    ref16, ref16_state = trajectory(half, True)
+    fast16, fast16_state = trajectory(half, False)
+    errors = {"logits": (rel(fast16, exact), rel(ref16, exact)),
+              "ssm state": (rel(fast16_state.ssm, exact_state.ssm), rel(ref16_state.ssm, exact_state.ssm)),
+              "conv state": (rel(fast16_state.conv, exact_state.conv), rel(ref16_state.conv, exact_state.conv))}
+    print("fp16 (fast, reference) error vs fp32:", errors)
+    for name, (fast, ref) in errors.items():
+        assert fast <= 1.5 * ref + 1e-4, (name, fast, ref)
     print("OK")
 """)
 

@@ -37,15 +37,21 @@ def test_conv_over_a_sequence_equals_conv_steps_and_continues_from_context():
 
 
 @pytest.mark.parametrize("task", ["mmu", "t2i"])
-def test_prefill_then_steps_equals_one_forward_for_the_whole_backbone(tiny_model, task):
+def test_prefill_then_steps_equals_one_forward_for_the_whole_model(tiny_model, task):
     x = torch.randn(2, 13, tiny_model.config.d_model)
+    tiny_model.merge_lora()  # decode steps multiply by the merged task weights
     with torch.no_grad():
-        full = tiny_model.backbone(x, task)
+        full = tiny_model.mamba.head(tiny_model.backbone(x, task), task)
         state = tiny_model.new_state(2)
-        first = tiny_model.backbone(x[:, :5], task, state)
-        second = tiny_model.backbone(x[:, 5:9], task, state)  # a second chunk continues the state
-        steps = [tiny_model.backbone.step(x[:, t], task, state) for t in range(9, 13)]
+        first = tiny_model.mamba.head(tiny_model.backbone(x[:, :5], task, state), task)
+        second = tiny_model.mamba.head(tiny_model.backbone(x[:, 5:9], task, state), task)  # continues the state
+        steps = [tiny_model.mamba.step_logits(x[:, t], task, state) for t in range(9, 13)]
     torch.testing.assert_close(torch.cat([first, second, torch.stack(steps, 1)], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_without_merged_weights_says_what_to_do(tiny_model):
+    with pytest.raises(RuntimeError, match="merge_lora"):
+        tiny_model.mamba.step_logits(torch.randn(1, tiny_model.config.d_model), "t2i", tiny_model.new_state(1))
 
 
 def test_merged_lora_equals_routed_lora(tiny_model):

@@ -120,10 +120,13 @@ class Block(nn.Module):
         normed = rms_norm_ref(residual, self.norm.weight, self.norm.eps).to(hidden.dtype)
         return self.mixer(normed, task, state), residual
 
-    def step(self, hidden: Tensor, residual: Tensor, task: str, state: LayerState) -> Tensor:
-        """hidden (b, d); residual (b, d) fp32 is updated in place. Returns the mixer output."""
-        normed = kernels.add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps)
-        return self.mixer.step(normed, task, state)
+    def step(self, hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor, task: str,
+             state: LayerState) -> Tensor:
+        """One token: hidden (b, d); residual_in (b, d) fp32 or None for the first block; residual_out receives
+        the updated residual. Returns the mixer output (b, d)."""
+        zxbcdt = kernels.norm_linear(hidden, residual_in, residual_out, self.norm.weight,
+                                     self.mixer.in_proj.decode_weight(task), self.norm.eps)
+        return self.mixer.step(zxbcdt, state)
 
 
 class MixerBackbone(nn.Module):
@@ -161,13 +164,15 @@ class MixerBackbone(nn.Module):
         residual = residual + hidden.float()
         return rms_norm_ref(residual, self.norm_f.weight, self.norm_f.eps).to(x.dtype)
 
-    def step(self, x: Tensor, task: str, state: "InferenceState") -> Tensor:
-        """x (b, d) one positioned embedding per row -> final-normed hidden (b, d); updates `state` in place."""
-        residual = torch.zeros_like(x, dtype=torch.float32)
-        hidden = x
+    def step(self, x: Tensor, task: str, state: "InferenceState") -> tuple[Tensor, Tensor]:
+        """x (b, d) one positioned embedding per row -> (last mixer output, fp32 residual) before norm_f;
+        updates `state` in place. The residual alternates between two buffers (see kernels.norm_linear)."""
+        buffers = [torch.empty_like(x, dtype=torch.float32) for _ in range(2)]
+        hidden, residual = x, None
         for i, layer in enumerate(self.layers):
-            hidden = layer.step(hidden, residual, task, state.layer(i))
-        return kernels.add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps)
+            hidden = layer.step(hidden, residual, buffers[i % 2], task, state.layer(i))
+            residual = buffers[i % 2]
+        return hidden, residual
 
 
 class MambaLM(nn.Module):
@@ -186,8 +191,18 @@ class MambaLM(nn.Module):
         self.img_head.weight = self.backbone.img_embeddings.word_embeddings.weight
         self.lm_head.weight = self.backbone.embedding.weight
 
+    def head_weight(self, task: str) -> Tensor:
+        return self.lm_head.weight if check_task(task) == "mmu" else self.img_head.weight
+
     def head(self, hidden: Tensor, task: str) -> Tensor:
-        return self.lm_head(hidden) if check_task(task) == "mmu" else self.img_head(hidden)
+        return F.linear(hidden, self.head_weight(task))
+
+    def step_logits(self, x: Tensor, task: str, state: InferenceState) -> Tensor:
+        """One decode step: positioned embeddings (b, d) -> fp32 logits (b, vocab); updates `state`."""
+        hidden, residual = self.backbone.step(x, task, state)
+        norm_f = self.backbone.norm_f
+        return kernels.norm_linear(hidden, residual, None, norm_f.weight, self.head_weight(task), norm_f.eps,
+                                   out_dtype=torch.float32)
 
 
 class PositionLimitError(ValueError):

@@ -9,46 +9,64 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
+from ..checkpoint import materialize
+from ..config import OmniMambaConfig
 from .omnimamba import OmniMamba
 
 
 @torch.no_grad()
 def init_random_(model: OmniMamba, seed: int = 0) -> OmniMamba:
-    """Fill every Mamba/projector tensor of `model` with seeded random values (vision towers and VQ keep
-    their own constructor init, reseeded). Returns the model."""
-    gen = torch.Generator().manual_seed(seed)
-    cfg = model.config
+    """Fill every tensor of `model` with seeded random values, on the model's device. Returns the model."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    torch.manual_seed(seed)  # module reset_parameters() below draw from the global generator
+    for module in [*model.vision_backbone.modules(), *model.vq.modules()]:
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
     for name, p in model.named_parameters():
         if name.startswith(("vision_backbone.", "llm_backbone.vqvae.")):
-            continue
-        p.copy_(_value(name, p, cfg.n_layer, gen))
-    torch.manual_seed(seed)  # timm / VQ re-init below uses the global generator
-    for module in [*model.vision_backbone.modules(), *model.vq.modules()]:
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+            _tower_extra(name, p, gen)
+        else:
+            p.copy_(_value(name, p, model.config.n_layer, gen))
     return model
+
+
+def random_model(config: OmniMambaConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 seed: int = 0) -> OmniMamba:
+    """A randomly initialised model built directly on `device` (no CPU-side init of 2 B parameters)."""
+    with torch.device("meta"):
+        model = OmniMamba(config)
+    materialize(model, device)
+    return init_random_(model, seed).to(dtype).eval()
+
+
+def _tower_extra(name: str, p: torch.Tensor, gen: torch.Generator) -> None:
+    """ViT parameters that are not owned by a resettable module (positions, prefix tokens, layer scale)."""
+    last = name.rsplit(".", 1)[-1]
+    if last in ("pos_embed", "cls_token", "reg_token", "latent"):
+        p.copy_(0.02 * torch.randn(p.shape, device=p.device, generator=gen))
+    elif last == "gamma":
+        p.fill_(0.1)
 
 
 def _value(name: str, p: torch.Tensor, n_layer: int, gen: torch.Generator) -> torch.Tensor:
     last = name.rsplit(".", 1)[-1]
-    shape = p.shape
+    shape, kw = p.shape, dict(device=p.device, generator=gen)  # drawn where the model lives (fast on GPU)
     if last == "A_log":
-        return torch.log(1 + 15 * torch.rand(shape, generator=gen))
+        return torch.log(1 + 15 * torch.rand(shape, **kw))
     if last == "dt_bias":
-        dt = torch.exp(torch.rand(shape, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        dt = torch.exp(torch.rand(shape, **kw) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
     if last == "D" or (last == "weight" and p.ndim == 1):
         return torch.ones(shape)
     if last == "bias":
         return torch.zeros(shape)
     if last in ("pos_embed", "mmu_pos_embed") or name.endswith(("embedding.weight", "word_embeddings.weight")):
-        return 0.02 * torch.randn(shape, generator=gen)
+        return 0.02 * torch.randn(shape, **kw)
     fan_in = math.prod(shape[1:])
     scale = 1 / math.sqrt(fan_in)
     if "lora_" in name:
         scale *= 0.5
     if name.endswith("mixer.out_proj.weight"):
         scale /= math.sqrt(2 * n_layer)
-    return scale * torch.randn(shape, generator=gen)
+    return scale * torch.randn(shape, **kw)

@@ -3,10 +3,10 @@
 Sequence (prefill, teacher forcing):
   * `ssd_scan`      mamba_ssm's Triton chunked scan when it imports and the tensors are on CUDA, else `ssd_scan_ref`.
   * `causal_conv`   causal-conv1d's CUDA kernel when it imports, else `causal_conv_ref` (one F.conv1d).
-Decode (one token, the latency-critical path; ours, Triton, fused so a layer costs 3 small kernels + 2 GEMVs):
-  * `add_rms_norm`  residual += hidden (fp32) and RMSNorm, one kernel.
-  * `ssm_step`      conv update + SiLU + dt softplus + state update + D skip + SiLU(z) gate, one kernel.
-  * `gated_norm`    RMSNorm of the gated output, and the shift of the B/C conv lanes (see `ssm_step`).
+Decode (one token, the latency-critical path; ours, Triton, fused so a layer costs three kernels):
+  * `norm_linear`        residual add + RMSNorm + matrix-vector product (in_proj, and norm_f + head).
+  * `ssm_step`           conv update + SiLU + dt softplus + state update + D skip + SiLU(z) gate.
+  * `gated_norm_linear`  RMSNorm of the gated output + out_proj, and the shift of the B/C conv lanes.
 Every dispatcher falls back per kernel, so a missing package slows one piece down and breaks nothing.
 `backends()` says what runs; `reference_only()` forces the twins (used to compare paths on the GPU).
 """
@@ -113,17 +113,45 @@ def causal_conv(xBC: Tensor, weight: Tensor, bias: Tensor, context: Tensor) -> T
 # ---------------------------------------------------------------------------------------------------------------
 # Decode kernels
 # ---------------------------------------------------------------------------------------------------------------
-def add_rms_norm(hidden: Tensor, residual: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """residual (b, d) fp32 += hidden (b, d), in place; returns RMSNorm(residual) * weight in hidden's dtype."""
-    if _triton(hidden):
-        assert hidden.stride(-1) == 1 and residual.is_contiguous() and residual.dtype == torch.float32
-        out = torch.empty(hidden.shape, device=hidden.device, dtype=hidden.dtype)
-        d = hidden.shape[-1]
-        _add_rms_norm_kernel[(hidden.shape[0],)](hidden, residual, weight, out, d, hidden.stride(0), eps,
-                                                 BLOCK=triton.next_power_of_2(d))
+FUSED_MAX_ROWS = 16  # the fused matrix-vector kernels pad the batch to 16 rows (one tensor-core tile)
+
+
+def _fused_linear_ok(x: Tensor, weight: Tensor) -> bool:
+    """Fused decode GEMVs: 16-bit weights, small batch. fp32 (the official numerics) goes through cuBLAS."""
+    return _triton(x) and weight.dtype in (torch.bfloat16, torch.float16) and x.shape[0] <= FUSED_MAX_ROWS
+
+
+def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
+                weight: Tensor, eps: float, out_dtype: torch.dtype | None = None) -> Tensor:
+    """out = RMSNorm(residual_in + hidden) @ weight.T for one token per row.
+
+    hidden (b, k) model dtype; residual_in (b, k) fp32 or None (first layer); residual_out (b, k) fp32 receives
+    residual_in + hidden (a different buffer: every program reads the old residual); weight (n, k).
+    The normed input is rounded to hidden's dtype before the product, as in the sequence path.
+    """
+    out_dtype = out_dtype or hidden.dtype
+    if _fused_linear_ok(hidden, weight):
+        assert hidden.stride(-1) == 1 and weight.is_contiguous()
+        b, k = hidden.shape
+        n = weight.shape[0]
+        out = torch.empty(b, n, device=hidden.device, dtype=out_dtype)
+        block_n, block_k, warps, stages = _gemv_config(n, k)
+        _norm_linear_kernel[(triton.cdiv(n, block_n),)](
+            hidden, residual_in if residual_in is not None else hidden, residual_out if residual_out is not None
+            else hidden, norm_weight, weight, out, b, n, k, hidden.stride(0), eps,
+            HAS_RIN=residual_in is not None, WRITE_ROUT=residual_out is not None, UPCAST=_INTERPRET,
+            B_PAD=FUSED_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
         return out
-    residual.add_(hidden.float())
-    return rms_norm_ref(residual, weight, eps).to(hidden.dtype)
+    r = hidden.float() if residual_in is None else residual_in + hidden.float()
+    if residual_out is not None:
+        residual_out.copy_(r)
+    normed = rms_norm_ref(r, norm_weight, eps).to(hidden.dtype)
+    return F.linear(normed, weight).to(out_dtype)
+
+
+def _gemv_config(n: int, k: int) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps, num_stages): about one program per SM for the layer GEMVs, measured on H100."""
+    return (64, 128, 4, 4) if n >= 4 * k else (16, 256, 4, 4)
 
 
 def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
@@ -131,7 +159,7 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
     """One decode step of the mixer core for zxbcdt (b, d_in_proj) = [z | x | B | C | dt].
 
     Updates ssm_state (b, h, p, n) fp32 and the x lanes of conv_state (b, c, w) in place. The B and C lanes
-    are read by every head, so their shift is left to `gated_norm`, which runs after all heads are done.
+    are read by every head, so their shift is left to `gated_norm_linear`, which runs after all heads are done.
     Returns g = (S @ C + D x) * SiLU(z), (b, d_inner) fp32, before the output norm.
     """
     if _triton(zxbcdt):
@@ -150,20 +178,23 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
                          d_inner, d_state, headdim)
 
 
-def gated_norm(g: Tensor, norm_weight: Tensor, eps: float, zxbcdt: Tensor, conv_state: Tensor,
-               d_inner: int, d_state: int) -> Tensor:
-    """RMSNorm(g) * weight in zxbcdt's dtype; then shifts the B/C lanes of conv_state (see `ssm_step`)."""
-    if _triton(g):
-        out = torch.empty(g.shape, device=g.device, dtype=zxbcdt.dtype)
-        _gated_norm_kernel[(g.shape[0],)](g, norm_weight, out, zxbcdt, conv_state, eps,
-                                          zxbcdt.stride(0), conv_state.stride(0),
-                                          D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1],
-                                          BLOCK=triton.next_power_of_2(d_inner))
+def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float, zxbcdt: Tensor,
+                      conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
+    """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; also shifts the B/C lanes of conv_state, which
+    every head of `ssm_step` has read by now."""
+    if _fused_linear_ok(g, weight):
+        b, n = g.shape[0], weight.shape[0]
+        out = torch.empty(b, n, device=g.device, dtype=weight.dtype)
+        block_n, block_k, warps, stages = _gemv_config(n, d_inner)
+        _gated_linear_kernel[(triton.cdiv(n, block_n),)](
+            g, norm_weight, weight, out, zxbcdt, conv_state, b, n, eps, zxbcdt.stride(0), conv_state.stride(0),
+            D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1], UPCAST=_INTERPRET,
+            B_PAD=FUSED_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
         return out
     bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c
     new_bc = zxbcdt[:, 2 * d_inner:2 * d_inner + 2 * d_state]
     bc_lanes.copy_(torch.cat([bc_lanes[:, :, 1:], new_bc[:, :, None].to(conv_state.dtype)], dim=2))
-    return rms_norm_ref(g, norm_weight, eps).to(zxbcdt.dtype)
+    return F.linear(rms_norm_ref(g, norm_weight, eps).to(weight.dtype), weight)
 
 
 def _ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
@@ -183,18 +214,6 @@ def _ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_
 
 
 if triton is not None:
-
-    @triton.jit
-    def _add_rms_norm_kernel(h_ptr, r_ptr, w_ptr, out_ptr, N, stride_h, eps, BLOCK: tl.constexpr):
-        row = tl.program_id(0)
-        offs = tl.arange(0, BLOCK)
-        mask = offs < N
-        h = tl.load(h_ptr + row * stride_h + offs, mask=mask, other=0.0).to(tl.float32)
-        r = tl.load(r_ptr + row * N + offs, mask=mask, other=0.0) + h
-        tl.store(r_ptr + row * N + offs, r, mask=mask)
-        rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / N + eps)
-        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * N + offs, (r * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _conv4(cs_ptr, w_ptr, bias_ptr, ch, new, WIDTH: tl.constexpr):
@@ -241,19 +260,85 @@ if triton is not None:
         tl.store(g_ptr + b * D_INNER + ch_x, y * z * tl.sigmoid(z))
 
     @triton.jit
-    def _gated_norm_kernel(g_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, eps, stride_zx, stride_cs,
-                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
-        b = tl.program_id(0)
-        offs = tl.arange(0, BLOCK)
-        mask = offs < D_INNER
-        g = tl.load(g_ptr + b * D_INNER + offs, mask=mask, other=0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)
-        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + b * D_INNER + offs, (g * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
-        # every head has read the old B/C conv lanes by now: shift them
-        ch = D_INNER + tl.arange(0, 2 * NSTATE)
-        cs = cs_ptr + b * stride_cs
-        for k in tl.static_range(WIDTH - 1):
-            tl.store(cs + ch * WIDTH + k, tl.load(cs + ch * WIDTH + k + 1))
-        new = tl.load(zx_ptr + b * stride_zx + D_INNER + ch)
-        tl.store(cs + ch * WIDTH + WIDTH - 1, new.to(cs_ptr.dtype.element_ty))
+    def _dot(x, w, UPCAST: tl.constexpr):
+        """x (B_PAD, BLOCK_K) @ w (BLOCK_N, BLOCK_K).T in fp32. The interpreter cannot multiply 16-bit tiles,
+        so it upcasts (exact: 16-bit values are exact in fp32)."""
+        if UPCAST:
+            return tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
+        return tl.dot(x, tl.trans(w))
+
+    @triton.jit
+    def _norm_linear_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, out_ptr, B, N, K, stride_h, eps,
+                            HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, UPCAST: tl.constexpr,
+                            B_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        xdtype = h_ptr.dtype.element_ty
+        rb = tl.arange(0, B_PAD)
+        bmask = rb < B
+        # pass 1: sum of squares of r = residual + hidden per row (every program needs the full row)
+        ss = tl.zeros((B_PAD,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            m = bmask[:, None] & (rk < K)[None, :]
+            r = tl.load(h_ptr + rb[:, None] * stride_h + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            if HAS_RIN:
+                r += tl.load(rin_ptr + rb[:, None] * K + rk[None, :], mask=m, other=0.0)
+            if WRITE_ROUT:
+                if pid == 0:
+                    tl.store(rout_ptr + rb[:, None] * K + rk[None, :], r, mask=m)
+            ss += tl.sum(r * r, axis=1)
+        rstd = 1.0 / tl.sqrt(ss / K + eps)
+        # pass 2: the product with this program's BLOCK_N rows of the weight
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rn < N
+        acc = tl.zeros((B_PAD, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            kmask = rk < K
+            m = bmask[:, None] & kmask[None, :]
+            r = tl.load(h_ptr + rb[:, None] * stride_h + rk[None, :], mask=m, other=0.0).to(tl.float32)
+            if HAS_RIN:
+                r += tl.load(rin_ptr + rb[:, None] * K + rk[None, :], mask=m, other=0.0)
+            nw = tl.load(nw_ptr + rk, mask=kmask, other=0.0).to(tl.float32)
+            x = (r * rstd[:, None] * nw[None, :]).to(xdtype)
+            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
+            acc += _dot(x, w, UPCAST)
+        tl.store(out_ptr + rb[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty),
+                 mask=bmask[:, None] & nmask[None, :])
+
+    @triton.jit
+    def _gated_linear_kernel(g_ptr, nw_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx, stride_cs,
+                             D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr,
+                             UPCAST: tl.constexpr, B_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        xdtype = out_ptr.dtype.element_ty
+        rb = tl.arange(0, B_PAD)
+        bmask = rb < B
+        ss = tl.zeros((B_PAD,), dtype=tl.float32)
+        for k0 in range(0, D_INNER, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            m = bmask[:, None] & (rk < D_INNER)[None, :]
+            g = tl.load(g_ptr + rb[:, None] * D_INNER + rk[None, :], mask=m, other=0.0)
+            ss += tl.sum(g * g, axis=1)
+        rstd = 1.0 / tl.sqrt(ss / D_INNER + eps)
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rn < N
+        acc = tl.zeros((B_PAD, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, D_INNER, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            kmask = rk < D_INNER
+            g = tl.load(g_ptr + rb[:, None] * D_INNER + rk[None, :], mask=bmask[:, None] & kmask[None, :], other=0.0)
+            nw = tl.load(nw_ptr + rk, mask=kmask, other=0.0).to(tl.float32)
+            x = (g * rstd[:, None] * nw[None, :]).to(xdtype)
+            w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
+            acc += _dot(x, w, UPCAST)
+        tl.store(out_ptr + rb[:, None] * N + rn[None, :], acc.to(xdtype), mask=bmask[:, None] & nmask[None, :])
+        if pid == 0:  # every head has read the old B/C conv lanes by now: shift them, append the new inputs
+            ch = D_INNER + tl.arange(0, 2 * NSTATE)
+            for b in range(0, B):
+                cs = cs_ptr + b * stride_cs
+                for k in tl.static_range(WIDTH - 1):
+                    tl.store(cs + ch * WIDTH + k, tl.load(cs + ch * WIDTH + k + 1))
+                new = tl.load(zx_ptr + b * stride_zx + D_INNER + ch)
+                tl.store(cs + ch * WIDTH + WIDTH - 1, new.to(cs_ptr.dtype.element_ty))

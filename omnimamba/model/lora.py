@@ -46,6 +46,13 @@ class TaskLoRALinear(nn.Module):
     def merged_weight(self, task: str) -> Tensor | None:
         return getattr(self, f"merged_{check_task(task)}")
 
+    def decode_weight(self, task: str) -> Tensor:
+        """The merged weight the fused decode kernels multiply by (one matmul per token)."""
+        merged = self.merged_weight(task)
+        if merged is None:
+            raise RuntimeError("decoding needs merged LoRA weights: call model.merge_lora() first")
+        return merged
+
     def forward(self, x: Tensor, task: str) -> Tensor:
         merged = self.merged_weight(task)
         if merged is not None:

@@ -3,7 +3,8 @@
 Two entry points, one per mode:
   * `forward(u, task, state)`: a whole sequence (teacher forcing, prefill, a chat turn). With `state` it starts
     from that layer's conv/SSM state and leaves the final state there, so a conversation continues exactly.
-  * `step(u, task, state)`: one token, updating the state in place (decode).
+  * `step(zxbcdt, state)`: one token, updating the state in place (decode); its in_proj is fused with the
+    block's norm (`Block.step`) and needs merged task weights (`TaskLoRALinear.merge`).
 Both dispatch to `kernels` (fast on CUDA, the `ssd.py` reference elsewhere).
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ class LayerState(NamedTuple):
 
 
 class GatedRMSNorm(nn.Module):
-    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and `kernels.gated_norm`."""
+    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and `kernels.gated_norm_linear`."""
 
     def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
@@ -75,10 +76,10 @@ class Mamba2Mixer(nn.Module):
         y = gated_rms_norm_ref(y.reshape(b, l, self.d_inner), z, self.norm.weight, self.norm.eps)
         return self.out_proj(y.to(u.dtype))
 
-    def step(self, u: Tensor, task: str, state: LayerState) -> Tensor:
-        """u (b, d_model) -> (b, d_model): one token, updating `state` in place."""
-        zxbcdt = self.in_proj(u, task)  # (b, d_in_proj)
+    def step(self, zxbcdt: Tensor, state: LayerState) -> Tensor:
+        """One token after in_proj (fused with the block's norm, see Block.step): zxbcdt (b, d_in_proj) ->
+        (b, d_model), updating `state` in place."""
         g = kernels.ssm_step(zxbcdt, state.conv, self.conv_weight, self.conv1d.bias, state.ssm, self.dt_bias,
                              self.A_log, self.D, self.d_inner, self.d_state, self.headdim)  # (b, d_inner) fp32
-        y = kernels.gated_norm(g, self.norm.weight, self.norm.eps, zxbcdt, state.conv, self.d_inner, self.d_state)
-        return self.out_proj(y)
+        return kernels.gated_norm_linear(g, self.norm.weight, self.out_proj.weight, self.norm.eps, zxbcdt,
+                                         state.conv, self.d_inner, self.d_state)

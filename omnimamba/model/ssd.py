@@ -67,11 +67,12 @@ def causal_conv_ref(xBC: Tensor, weight: Tensor, bias: Tensor, context: Tensor) 
 
     xBC (b, l, c); weight (c, w); bias (c); context (b, c, w - 1): the w - 1 inputs before this sequence
     (zeros for a fresh sequence, which is the official left zero padding). Returns (b, l, c) in xBC's dtype.
+    Written as w shifted multiply-adds in fp32: depthwise F.conv1d is slow on long sequences on GPUs.
     """
-    l = xBC.shape[1]
-    padded = torch.cat([context.to(xBC.dtype), xBC.transpose(1, 2)], dim=2)  # (b, c, w - 1 + l)
-    out = F.conv1d(padded, weight[:, None, :].to(xBC.dtype), bias.to(xBC.dtype), groups=weight.shape[0])
-    return F.silu(out[:, :, :l]).transpose(1, 2)
+    l, w = xBC.shape[1], weight.shape[1]
+    padded = torch.cat([context.transpose(1, 2).to(xBC.dtype), xBC], dim=1)  # (b, w - 1 + l, c)
+    out = bias.float() + sum(padded[:, k:k + l].float() * weight[:, k].float() for k in range(w))
+    return F.silu(out).to(xBC.dtype)
 
 
 def conv_state_after(xBC: Tensor, context: Tensor, width: int) -> Tensor:

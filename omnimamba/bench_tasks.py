@@ -134,12 +134,13 @@ def ours(model, decoder: Decoder) -> dict:
     text = torch.randint(0, 50000, (1, 27), device="cuda")  # 733 + 27 = a 760-token prompt
 
     def chat_first_token() -> None:
-        embeds = model.embed_mmu(text, model.image_features(pixels))
+        embeds = model.embed_mmu(text, decoder.image_features(pixels))
         for _ in chat_tokens(decoder, model.new_state(1), embeds, greedy, 1):
             pass
     with torch.no_grad():
         res["chat_ttft_ms"] = 1000 * cuda_time(chat_first_token)
-        res["vision_ms"] = 1000 * cuda_time(lambda: model.image_features(pixels))
+        res["vision_ms"] = 1000 * cuda_time(lambda: decoder.image_features(pixels))
+        res["vision_eager_ms"] = 1000 * cuda_time(lambda: model.image_features(pixels))
         vb = model.vision_backbone
         res["vision_parts_ms"] = {
             "dino": 1000 * cuda_time(lambda: vb.dino_featurizer.forward_intermediates(
@@ -189,6 +190,24 @@ def stock_mamba_ssm(cfg: OmniMambaConfig, new_tokens: int = 256) -> dict:
     return out
 
 
+def decode_variants(model) -> dict:
+    """Decode ms/token with each way of doing the step's matrix-vector products (kernels.DECODE_GEMV)."""
+    out = {}
+    saved = kernels.DECODE_GEMV
+    try:
+        for mode in ("fused", "cublas"):
+            kernels.DECODE_GEMV = mode
+            decoder = Decoder(model)
+            out[mode] = {name: decode_ms_per_step(decoder, key) for name, key in [
+                ("t2i_b1", GraphKey("t2i", 1, False, False)), ("mmu_b1", GraphKey("mmu", 1, False, False)),
+                ("t2i_cfg_b2", GraphKey("t2i", 1, False, True)), ("t2i_cfg_b8", GraphKey("t2i", 4, False, True))]}
+            out[mode]["layer_us"] = layer_breakdown(model)
+            del decoder
+    finally:
+        kernels.DECODE_GEMV = saved
+    return out
+
+
 def run(dtype: torch.dtype = torch.bfloat16, baseline: bool = True) -> dict:
     if not torch.cuda.is_available():
         raise SystemExit("the benchmark needs a CUDA GPU")
@@ -199,6 +218,7 @@ def run(dtype: torch.dtype = torch.bfloat16, baseline: bool = True) -> dict:
     decoder = Decoder(model)
     result["ours"] = ours(model, decoder)
     result["layer_breakdown_us"] = layer_breakdown(model)
+    result["decode_variants"] = decode_variants(model)
     for task in ("t2i", "mmu"):
         floor_ms = weight_bytes_per_step(model, task) / (result["copy_gbs"] * 1e9) * 1000
         result[f"floor_{task}_ms"] = floor_ms
@@ -221,7 +241,8 @@ def print_table(r: dict) -> None:
         ("one image (256 tokens + VQ), s", o["t2i_one_image_s"], s.get("t2i_256_tokens_s")),
         ("four images with guidance, s", o["t2i_four_images_cfg_s"], None),
         ("image chat time to first token (vision + 760 prefill), ms", o["chat_ttft_ms"], None),
-        ("vision towers + projector, ms", o["vision_ms"], None),
+        ("vision towers + projector (CUDA graph), ms", o["vision_ms"], None),
+        ("vision towers + projector (eager), ms", o["vision_eager_ms"], None),
         ("prefill 760 tokens, ms", o["prefill_760_ms"], s.get("prefill_760_ms")),
         ("prefill 760 tokens, pure PyTorch reference, ms", o["prefill_760_reference_ms"], None),
     ]
@@ -233,5 +254,8 @@ def print_table(r: dict) -> None:
         ratio = f"{theirs / mine:6.2f}x" if theirs else ""
         print(f"{name:58s} {mine:10.3f} {theirs if theirs is not None else float('nan'):10.3f} {ratio}")
     print(f"peak VRAM (ours): {o['peak_vram_gib']:.2f} GiB")
+    for mode, v in r["decode_variants"].items():
+        print(f"decode GEMV {mode}: " + ", ".join(f"{k} {x:.3f} ms" for k, x in v.items() if k != "layer_us")
+              + " | layer us: " + ", ".join(f"{k} {x:.1f}" for k, x in v["layer_us"].items()))
     print("vision parts (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in o["vision_parts_ms"].items()))
     print("one layer's decode pieces (us): " + ", ".join(f"{k} {v:.1f}" for k, v in r["layer_breakdown_us"].items()))

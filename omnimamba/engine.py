@@ -166,7 +166,7 @@ class Engine:
         check_image(image)
         pixels = stack_pixel_values([preprocess_image(image, self.model.config.vision)])
         with self._serialized():
-            return self.model.image_features(pixels).cpu()
+            return self.decoder.image_features(pixels).cpu()
 
     # ------------------------------------------------------------------ text to image
     def text_to_image(self, prompt: str, num_images: int = 1, params: SamplingParams = SamplingParams(),

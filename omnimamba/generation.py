@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +20,33 @@ from torch import Tensor
 from .model import InferenceState, OmniMamba
 from .model.backbone import PositionLimitError
 from .model.omnimamba import EOS_ID
+from .model.vision import PixelValues
 from .sampling import SamplingParams, greedy_tokens, guided_logits, sample_tokens
 
 log = logging.getLogger(__name__)
+
+
+class StaticGraph:
+    """fn over fixed-shape tensors recorded once as a CUDA graph: calls copy new inputs into the recorded
+    buffers and replay. Outputs live in the graph's memory: read them before the next call."""
+
+    def __init__(self, fn: Callable[..., object], inputs: list[Tensor], pool: object):
+        self.inputs = [t.clone() for t in inputs]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up: Triton compiles and autotunes here, outside the capture
+            for _ in range(2):
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *inputs: Tensor) -> object:
+        for static, new in zip(self.inputs, inputs):
+            static.copy_(new)
+        self.graph.replay()
+        return self.output
 
 
 @dataclass(frozen=True)
@@ -34,15 +58,16 @@ class GraphKey:
 
 
 class DecodeGraph:
-    """Static buffers and the one-token step for one GraphKey; captured as a CUDA graph on GPU."""
+    """Static buffers and the one-token step for one GraphKey; captured as a CUDA graph on GPU. Text-to-image
+    keys also record their prefill (always 72 tokens), so a whole image is graph replays."""
 
     def __init__(self, decoder: "Decoder", key: GraphKey):
         model = decoder.model
         self.decoder, self.key = decoder, key
         dev = model.device
-        rows = key.batch * (2 if key.guidance else 1)
+        self.rows = key.batch * (2 if key.guidance else 1)
         vocab = model.config.padded_text_vocab if key.task == "mmu" else model.config.image_vocab_size
-        self.state = InferenceState.zeros(model.config, rows, dev, model.dtype)
+        self.state = InferenceState.zeros(model.config, self.rows, dev, model.dtype)
         self.token = torch.zeros(key.batch, dtype=torch.long, device=dev)  # fed at the next step
         self.position = torch.zeros((), dtype=torch.long, device=dev)  # absolute position of that token
         self.logits = torch.zeros(key.batch, vocab, device=dev)  # of the last step (after guidance)
@@ -51,7 +76,8 @@ class DecodeGraph:
         self.top_p = torch.zeros(key.batch, 1, device=dev)
         self.guidance_scale = torch.ones((), device=dev)
         self.noise = torch.ones(key.batch, vocab, device=dev) if key.sampling else None
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.step_graph: StaticGraph | None = None
+        self.prefill_graph: StaticGraph | None = None
 
     def set_sampling(self, params: SamplingParams, guidance_scale: float) -> None:
         self.temperature.fill_(max(params.temperature, 1e-5))
@@ -75,24 +101,31 @@ class DecodeGraph:
         self.token.copy_(self.pick(logits))
         self.position.add_(1)
 
+    def _prefill(self, embeds: Tensor) -> Tensor:
+        """Positioned embeddings (rows, L, d) from the current state; picks the first token."""
+        model = self.decoder.model
+        hidden = model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
+        token = self.pick(model.mamba.head(hidden, self.key.task).float())
+        self.token.copy_(token)
+        self.position.fill_(embeds.shape[1] + self.state.seqlen)
+        return token
+
+    def _prefill_t2i(self, prefix_ids: Tensor) -> Tensor:
+        return self._prefill(self.decoder.model.embed_t2i_prefix(prefix_ids))
+
     def capture(self, pool: object) -> None:
-        """Warm up on a side stream (Triton compiles here), then record one step. The warm-up scribbles on
-        the state, which every request overwrites (`load_state`) before its prefill."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self._step()
+        """Record the step (and the text-to-image prefill). Warm-ups scribble on the state, which every
+        request overwrites (`load_state`) before its prefill."""
+        self.step_graph = StaticGraph(self._step, [], pool)
+        if self.key.task == "t2i":
+            ids = torch.full((self.rows, self.decoder.model.config.t2i_prefix_len), 50277, device=self.token.device)
+            self.prefill_graph = StaticGraph(self._prefill_t2i, [ids], pool)
 
     def run(self, generator: torch.Generator | None) -> None:
         if self.noise is not None:
             self.noise.exponential_(generator=generator)  # outside the graph: the request's own stream
-        if self.graph is not None:
-            self.graph.replay()
+        if self.step_graph is not None:
+            self.step_graph()
         else:
             self._step()
 
@@ -106,7 +139,7 @@ class DecodeGraph:
 
 
 class Decoder:
-    """Wraps a model for inference: merged LoRA, the projected image-token table, and the graph cache."""
+    """Wraps a model for inference: merged LoRA, the projected image-token table, and the graph caches."""
 
     def __init__(self, model: OmniMamba, use_cuda_graphs: bool | None = None):
         self.model = model.eval().requires_grad_(False)
@@ -115,6 +148,7 @@ class Decoder:
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         self.image_table = self._project_image_table()  # (16384, d): project_in of every VQ code, once
         self.graphs: dict[GraphKey, DecodeGraph] = {}
+        self.vision_graphs: dict[int, StaticGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_cuda_graphs else None
 
     @torch.no_grad()
@@ -132,6 +166,19 @@ class Decoder:
         # F.embedding, not tensor[position]: indexing with a 0-d tensor syncs the host (breaks graph capture)
         return F.embedding(ids, table) + F.embedding(position.view(1), backbone.position_table(task))
 
+    @torch.no_grad()
+    def image_features(self, pixel_values: PixelValues) -> Tensor:
+        """Vision towers + projector (b, 729, d); one graph replay per image on GPU (eager PyTorch spends
+        most of its time launching the towers' ~1,000 kernels)."""
+        if not self.use_cuda_graphs:
+            return self.model.image_features(pixel_values)
+        pixels = [pixel_values["dino"].to(self.model.device), pixel_values["siglip"].to(self.model.device)]
+        batch = pixels[0].shape[0]
+        if batch not in self.vision_graphs:
+            fn = lambda dino, siglip: self.model.image_features({"dino": dino, "siglip": siglip})  # noqa: E731
+            self.vision_graphs[batch] = StaticGraph(fn, pixels, self.pool)
+        return self.vision_graphs[batch](*pixels).clone()
+
     def graph_for(self, key: GraphKey) -> DecodeGraph:
         graph = self.graphs.get(key)
         if graph is None:
@@ -147,14 +194,19 @@ class Decoder:
     def prefill(self, graph: DecodeGraph, embeds: Tensor, task: str, generator: torch.Generator | None) -> Tensor:
         """Run positioned embeddings (rows, L, d) through the backbone from the graph's state; pick the first
         token. Returns it (batch,) and leaves it in graph.token with graph.position = the state's new length."""
-        hidden = self.model.backbone(embeds, task, graph.state)[:, -1]  # (rows, d)
-        graph.state.seqlen += embeds.shape[1]
-        logits = self.model.mamba.head(hidden, task).float()
         if graph.noise is not None:
             graph.noise.exponential_(generator=generator)
-        token = graph.pick(logits)
-        graph.token.copy_(token)
-        graph.position.fill_(graph.state.seqlen)
+        token = graph._prefill(embeds)
+        graph.state.seqlen += embeds.shape[1]
+        return token
+
+    @torch.no_grad()
+    def prefill_t2i(self, graph: DecodeGraph, prefix_ids: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Text-to-image prefill of prefix_ids (rows, 72) from a zero state; a graph replay on GPU."""
+        if graph.noise is not None:
+            graph.noise.exponential_(generator=generator)
+        token = graph.prefill_graph(prefix_ids) if graph.prefill_graph is not None else graph._prefill_t2i(prefix_ids)
+        graph.state.seqlen += prefix_ids.shape[1]
         return token
 
     @torch.no_grad()
@@ -227,7 +279,7 @@ def image_tokens(decoder: Decoder, prefix_ids: Tensor, params: SamplingParams, g
     graph.load_state(None)
     ids = torch.cat([prefix_ids, uncond_ids]) if guidance else prefix_ids
     tokens = torch.empty(batch, cfg.num_image_tokens, dtype=torch.long, device=decoder.model.device)
-    tokens[:, 0] = decoder.prefill(graph, decoder.model.embed_t2i_prefix(ids.to(tokens.device)), "t2i", generator)
+    tokens[:, 0] = decoder.prefill_t2i(graph, ids.to(tokens.device), generator)
     yield ImageStep(tokens[:, :1], done=False)
     for k, token in enumerate(decoder.decode(graph, cfg.num_image_tokens - 1, generator), start=1):
         tokens[:, k] = token

@@ -16,6 +16,7 @@ import pytest
 triton = pytest.importorskip("triton")
 
 SCRIPT = textwrap.dedent("""
+    import contextlib
     import copy
     import torch
     from omnimamba import OmniMamba, OmniMambaConfig
@@ -28,18 +29,13 @@ SCRIPT = textwrap.dedent("""
     x = torch.randn(2, 9, fp32.config.d_model)
 
     def trajectory(model, reference):
-        with torch.no_grad():
+        # a teacher-forced forward (sequence kernels), then a prefill and decode steps (decode kernels)
+        with torch.no_grad(), (kernels.reference_only() if reference else contextlib.nullcontext()):
+            forward = model.forward_mmu(torch.arange(7)[None] * 997, image_embeds=x[:1, :4].to(model.dtype))
             state = model.new_state(2)
             model.backbone(x[:, :5].to(model.dtype), "t2i", state)
-            outs = []
-            for t in range(5, 9):
-                step = lambda: model.mamba.step_logits(x[:, t].to(model.dtype), "t2i", state)  # strided rows
-                if reference:
-                    with kernels.reference_only():
-                        outs.append(step())
-                else:
-                    outs.append(step())
-            return torch.stack(outs), state
+            steps = [model.mamba.step_logits(x[:, t].to(model.dtype), "t2i", state) for t in range(5, 9)]  # strided rows
+            return torch.cat([forward.flatten(), torch.stack(steps).flatten()]), state
 
     exact, exact_state = trajectory(fp32, True)
     fast32, fast32_state = trajectory(fp32, False)

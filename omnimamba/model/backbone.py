@@ -15,7 +15,6 @@ from ..config import OmniMambaConfig
 from . import kernels
 from .lora import check_task
 from .mamba2 import LayerState, Mamba2Mixer
-from .ssd import rms_norm_ref
 
 
 @dataclass
@@ -115,9 +114,10 @@ class Block(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, device=device, dtype=dtype)
         self.mixer = Mamba2Mixer(cfg, device=device, dtype=dtype)
 
-    def forward(self, hidden: Tensor, residual: Tensor, task: str, state: LayerState | None) -> tuple[Tensor, Tensor]:
-        residual = residual + hidden.float()  # (b, l, d) fp32
-        normed = rms_norm_ref(residual, self.norm.weight, self.norm.eps).to(hidden.dtype)
+    def forward(self, hidden: Tensor, residual: Tensor | None, task: str,
+                state: LayerState | None) -> tuple[Tensor, Tensor]:
+        """hidden (b, l, d); residual (b, l, d) fp32, None for the first block. Returns (mixer out, residual)."""
+        normed, residual = kernels.add_rms_norm(hidden, residual, self.norm.weight, self.norm.eps)
         return self.mixer(normed, task, state), residual
 
     def step(self, hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor, task: str,
@@ -157,12 +157,10 @@ class MixerBackbone(nn.Module):
 
     def forward(self, x: Tensor, task: str, state: "InferenceState | None" = None) -> Tensor:
         """x (b, l, d) positioned embeddings -> final-normed hidden (b, l, d). Continues/updates `state`."""
-        residual = torch.zeros_like(x, dtype=torch.float32)
-        hidden = x
+        hidden, residual = x.contiguous(), None
         for i, layer in enumerate(self.layers):
             hidden, residual = layer(hidden, residual, task, state.layer(i) if state is not None else None)
-        residual = residual + hidden.float()
-        return rms_norm_ref(residual, self.norm_f.weight, self.norm_f.eps).to(x.dtype)
+        return kernels.add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps)[0]
 
     def step(self, x: Tensor, task: str, state: "InferenceState") -> tuple[Tensor, Tensor]:
         """x (b, d) one positioned embedding per row -> (last mixer output, fp32 residual) before norm_f;

@@ -1,8 +1,11 @@
 """Fast kernels behind one small interface, each with its plain-PyTorch twin in `ssd.py`.
 
-Sequence (prefill, teacher forcing):
-  * `ssd_scan`      mamba_ssm's Triton chunked scan when it imports and the tensors are on CUDA, else `ssd_scan_ref`.
-  * `causal_conv`   causal-conv1d's CUDA kernel when it imports, else `causal_conv_ref` (one F.conv1d).
+Sequence (prefill, teacher forcing); one launch each where PyTorch would need several (launches, not FLOPs,
+bound a 760-token prefill):
+  * `ssd_scan`        mamba_ssm's Triton chunked scan when it imports, else `ssd_scan_ref`.
+  * `causal_conv`     causal-conv1d's CUDA kernel when it imports, else ours (Triton), else `causal_conv_ref`.
+  * `add_rms_norm`    residual add + RMSNorm of every row.
+  * `gated_rms_norm`  RMSNorm(y * SiLU(z)) of every row.
 Decode (one token, the latency-critical path; ours, Triton, fused so a layer costs three kernels):
   * `norm_linear`        residual add + RMSNorm + matrix-vector product (in_proj, and norm_f + head).
   * `ssm_step`           conv update + SiLU + dt softplus + state update + D skip + SiLU(z) gate.
@@ -107,18 +110,60 @@ def causal_conv(xBC: Tensor, weight: Tensor, bias: Tensor, context: Tensor) -> T
         out = causal_conv1d_fn(xBC.transpose(1, 2), weight, bias, initial_states=context.to(xBC.dtype).contiguous(),
                                activation="silu")
         return out.transpose(1, 2)
+    if _triton(xBC) and weight.shape[1] == 4:
+        b, l, c = xBC.shape
+        assert xBC.stride(-1) == 1 and weight.is_contiguous()
+        out = torch.empty(b, l, c, device=xBC.device, dtype=xBC.dtype)
+        ctx = context.to(xBC.dtype).contiguous()
+        grid = (b, triton.cdiv(l, 16), triton.cdiv(c, 256))
+        _causal_conv_kernel[grid](xBC, ctx, weight, bias, out, l, c, xBC.stride(0), xBC.stride(1),
+                                  BLOCK_L=16, BLOCK_C=256)
+        return out
     return causal_conv_ref(xBC, weight, bias, context)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Decode kernels
-# ---------------------------------------------------------------------------------------------------------------
-FUSED_MAX_ROWS = 16  # the fused matrix-vector kernels pad the batch to 16 rows (one tensor-core tile)
+def add_rms_norm(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Sequence rows: r = residual + hidden (fp32; hidden alone for the first block); returns
+    (RMSNorm(r) * weight in hidden's dtype, r)."""
+    if _triton(hidden) and hidden.is_contiguous():
+        d = hidden.shape[-1]
+        rows = hidden.numel() // d
+        r = torch.empty(hidden.shape, device=hidden.device, dtype=torch.float32)
+        normed = torch.empty_like(hidden)
+        _add_rms_norm_kernel[(rows,)](hidden, residual if residual is not None else r, r, weight, normed, d, d, eps,
+                                      HAS_RIN=residual is not None, WRITE_ROUT=True,
+                                      BLOCK=triton.next_power_of_2(d))
+        return normed, r
+    r = hidden.float() if residual is None else residual + hidden.float()
+    return rms_norm_ref(r, weight, eps).to(hidden.dtype), r
 
 
-def _fused_linear_ok(x: Tensor, weight: Tensor) -> bool:
-    """Fused decode GEMVs: 16-bit weights, small batch. fp32 (the official numerics) goes through cuBLAS."""
-    return _triton(x) and weight.dtype in (torch.bfloat16, torch.float16) and x.shape[0] <= FUSED_MAX_ROWS
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """RMSNorm(y * SiLU(z)) * weight for every row; y (..., d) contiguous, z (..., d) rows may be strided."""
+    if _triton(y) and y.is_contiguous() and z.stride(-1) == 1:
+        d = y.shape[-1]
+        out = torch.empty(y.shape, device=y.device, dtype=out_dtype)
+        z_rows = z.reshape(-1, z.shape[-1]) if z.dim() == 2 else z.flatten(0, -2)
+        _gated_rms_norm_kernel[(y.numel() // d,)](y, z_rows, weight, out, d, z_rows.stride(0), eps,
+                                                  BLOCK=triton.next_power_of_2(d))
+        return out
+    return gated_rms_norm_ref(y, z, weight, eps).to(out_dtype)
+
+
+# How the decode step multiplies by its weights (16-bit weights on CUDA):
+#   "fused":  our Triton matrix-vector kernels with the norm folded in: 3 kernels per layer
+#   "cublas": norm kernels + cuBLAS GEMV: 5 kernels per layer
+# fp32 weights (the official numerics) always use cuBLAS. OMNIMAMBA_DECODE_GEMV overrides the default.
+DECODE_GEMV = os.environ.get("OMNIMAMBA_DECODE_GEMV", "fused")
+
+
+def _fused_gemv(x: Tensor, weight: Tensor) -> bool:
+    return DECODE_GEMV == "fused" and _triton(x) and weight.dtype in (torch.bfloat16, torch.float16)
+
+
+def _gemv_rows(k: int) -> int:
+    """Weight rows per program: a (rows x k) tile of 16 K elements, loaded at once (32 KB in bf16)."""
+    return max(1, 16384 // k)
 
 
 def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
@@ -126,32 +171,34 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
     """out = RMSNorm(residual_in + hidden) @ weight.T for one token per row.
 
     hidden (b, k) model dtype; residual_in (b, k) fp32 or None (first layer); residual_out (b, k) fp32 receives
-    residual_in + hidden (a different buffer: every program reads the old residual); weight (n, k).
-    The normed input is rounded to hidden's dtype before the product, as in the sequence path.
+    residual_in + hidden (a separate buffer: every program of the fused kernel reads the old residual);
+    weight (n, k). The normed input is rounded to hidden's dtype before the product, as in the sequence path.
     """
     out_dtype = out_dtype or hidden.dtype
-    if _fused_linear_ok(hidden, weight):
-        assert hidden.stride(-1) == 1 and weight.is_contiguous()
-        b, k = hidden.shape
+    b, k = hidden.shape
+    if _fused_gemv(hidden, weight):
+        assert hidden.stride(-1) == 1 and weight.is_contiguous() and k == triton.next_power_of_2(k)
         n = weight.shape[0]
         out = torch.empty(b, n, device=hidden.device, dtype=out_dtype)
-        block_n, block_k, warps, stages = _gemv_config(n, k)
-        _norm_linear_kernel[(triton.cdiv(n, block_n),)](
-            hidden, residual_in if residual_in is not None else hidden, residual_out if residual_out is not None
-            else hidden, norm_weight, weight, out, b, n, k, hidden.stride(0), eps,
-            HAS_RIN=residual_in is not None, WRITE_ROUT=residual_out is not None, UPCAST=_INTERPRET,
-            B_PAD=FUSED_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+        rows = _gemv_rows(k)
+        _norm_gemv_kernel[(triton.cdiv(n, rows),)](
+            hidden, residual_in if residual_in is not None else hidden,
+            residual_out if residual_out is not None else hidden, norm_weight, weight, out, b, n,
+            hidden.stride(0), eps, K=k, HAS_RIN=residual_in is not None, WRITE_ROUT=residual_out is not None,
+            BLOCK_N=rows, num_warps=8)
         return out
+    if _triton(hidden):
+        normed = torch.empty_like(hidden)
+        _add_rms_norm_kernel[(b,)](hidden, residual_in if residual_in is not None else hidden,
+                                   residual_out if residual_out is not None else hidden, norm_weight, normed, k,
+                                   hidden.stride(0), eps, HAS_RIN=residual_in is not None,
+                                   WRITE_ROUT=residual_out is not None, BLOCK=triton.next_power_of_2(k))
+        return F.linear(normed, weight).to(out_dtype)
     r = hidden.float() if residual_in is None else residual_in + hidden.float()
     if residual_out is not None:
         residual_out.copy_(r)
     normed = rms_norm_ref(r, norm_weight, eps).to(hidden.dtype)
     return F.linear(normed, weight).to(out_dtype)
-
-
-def _gemv_config(n: int, k: int) -> tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps, num_stages): about one program per SM for the layer GEMVs, measured on H100."""
-    return (64, 128, 4, 4) if n >= 4 * k else (16, 256, 4, 4)
 
 
 def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
@@ -164,7 +211,7 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
     """
     if _triton(zxbcdt):
         assert zxbcdt.stride(-1) == 1 and conv_state.stride(-1) == 1 and conv_state.stride(-2) == conv_state.shape[-1]
-        assert ssm_state[0].is_contiguous() and conv_weight.is_contiguous()
+        assert ssm_state[0].is_contiguous() and conv_weight.is_contiguous() and conv_state.shape[-1] == 4
         b, nheads = zxbcdt.shape[0], d_inner // headdim
         g = torch.empty(b, d_inner, device=zxbcdt.device, dtype=torch.float32)
         block_p = min(headdim, 16)
@@ -182,15 +229,21 @@ def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float
                       conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
     """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; also shifts the B/C lanes of conv_state, which
     every head of `ssm_step` has read by now."""
-    if _fused_linear_ok(g, weight):
-        b, n = g.shape[0], weight.shape[0]
+    b = g.shape[0]
+    common = dict(D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1])
+    if _fused_gemv(g, weight):
+        n = weight.shape[0]
         out = torch.empty(b, n, device=g.device, dtype=weight.dtype)
-        block_n, block_k, warps, stages = _gemv_config(n, d_inner)
-        _gated_linear_kernel[(triton.cdiv(n, block_n),)](
-            g, norm_weight, weight, out, zxbcdt, conv_state, b, n, eps, zxbcdt.stride(0), conv_state.stride(0),
-            D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1], UPCAST=_INTERPRET,
-            B_PAD=FUSED_MAX_ROWS, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+        rows = _gemv_rows(d_inner)
+        _gated_gemv_kernel[(triton.cdiv(n, rows),)](g, norm_weight, weight, out, zxbcdt, conv_state, b, n, eps,
+                                                     zxbcdt.stride(0), conv_state.stride(0), BLOCK_N=rows,
+                                                     num_warps=8, **common)
         return out
+    if _triton(g):
+        normed = torch.empty(g.shape, device=g.device, dtype=weight.dtype)
+        _gated_norm_kernel[(b,)](g, norm_weight, normed, zxbcdt, conv_state, eps, zxbcdt.stride(0),
+                                 conv_state.stride(0), BLOCK=triton.next_power_of_2(d_inner), **common)
+        return F.linear(normed, weight)
     bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c
     new_bc = zxbcdt[:, 2 * d_inner:2 * d_inner + 2 * d_state]
     bc_lanes.copy_(torch.cat([bc_lanes[:, :, 1:], new_bc[:, :, None].to(conv_state.dtype)], dim=2))
@@ -216,11 +269,56 @@ def _ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_
 if triton is not None:
 
     @triton.jit
-    def _conv4(cs_ptr, w_ptr, bias_ptr, ch, new, WIDTH: tl.constexpr):
-        """Causal conv output of lanes `ch` for the new input `new` (fp32), given the old state (width 4)."""
-        acc = tl.load(bias_ptr + ch).to(tl.float32) + tl.load(w_ptr + ch * WIDTH + WIDTH - 1).to(tl.float32) * new
-        for k in tl.static_range(WIDTH - 1):  # old inputs 1..W-1 line up with taps 0..W-2
-            acc += tl.load(w_ptr + ch * WIDTH + k).to(tl.float32) * tl.load(cs_ptr + ch * WIDTH + k + 1).to(tl.float32)
+    def _causal_conv_kernel(x_ptr, ctx_ptr, w_ptr, bias_ptr, out_ptr, L, C, stride_xb, stride_xl,
+                            BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr):
+        """out[t] = SiLU(bias + sum_k w[k] * in[t - 3 + k]); in[-3..-1] come from ctx (b, C, 3)."""
+        b, lb, cb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        t = lb * BLOCK_L + tl.arange(0, BLOCK_L)
+        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32) + tl.load(bias_ptr + c, mask=cmask, other=0.0).to(
+            tl.float32)[None, :]
+        for k in tl.static_range(4):
+            src = t - 3 + k  # input position, negative = from the context
+            m = (src >= 0)[:, None] & (t < L)[:, None] & cmask[None, :]
+            v = tl.load(x_ptr + b * stride_xb + src[:, None] * stride_xl + c[None, :], mask=m, other=0.0)
+            mc = (src < 0)[:, None] & (t < L)[:, None] & cmask[None, :]
+            v += tl.load(ctx_ptr + b * C * 3 + c[None, :] * 3 + (src + 3)[:, None], mask=mc, other=0.0)
+            acc += v.to(tl.float32) * tl.load(w_ptr + c * 4 + k, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        out = acc * tl.sigmoid(acc)
+        tl.store(out_ptr + b * L * C + t[:, None] * C + c[None, :], out.to(out_ptr.dtype.element_ty),
+                 mask=(t < L)[:, None] & cmask[None, :])
+
+    @triton.jit
+    def _gated_rms_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, N, stride_z, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < N
+        z = tl.load(z_ptr + row * stride_z + offs, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(y_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32) * z * tl.sigmoid(z)
+        rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / N + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * N + offs, (g * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _shift_lanes(cs, ch, new, WIDTH: tl.constexpr):
+        """conv-state lanes `ch` (oldest first, width 4): drop the oldest input, append `new`. All reads happen
+        before a barrier and all writes after it: lanes shorter than the block are held by several threads."""
+        s1 = tl.load(cs + ch * WIDTH + 1)
+        s2 = tl.load(cs + ch * WIDTH + 2)
+        s3 = tl.load(cs + ch * WIDTH + 3)
+        tl.debug_barrier()
+        tl.store(cs + ch * WIDTH + 0, s1)
+        tl.store(cs + ch * WIDTH + 1, s2)
+        tl.store(cs + ch * WIDTH + 2, s3)
+        tl.store(cs + ch * WIDTH + 3, new.to(cs.dtype.element_ty))
+
+    @triton.jit
+    def _conv4(cs_ptr, w_ptr, bias_ptr, ch, new):
+        """Causal conv (width 4) of lanes `ch` for the new input `new` (fp32), from the old state."""
+        acc = tl.load(bias_ptr + ch).to(tl.float32) + tl.load(w_ptr + ch * 4 + 3).to(tl.float32) * new
+        for k in tl.static_range(3):  # old inputs 1..3 line up with taps 0..2
+            acc += tl.load(w_ptr + ch * 4 + k).to(tl.float32) * tl.load(cs_ptr + ch * 4 + k + 1).to(tl.float32)
         return acc
 
     @triton.jit
@@ -235,17 +333,13 @@ if triton is not None:
         p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
         ch_x = h * HEADDIM + p
         n = tl.arange(0, NSTATE)
-        # conv: this program owns lanes ch_x, so it also shifts their state
+        # conv: B and C lanes are shared by all heads (read-only here); this program owns lanes ch_x
         x_new = tl.load(zx + D_INNER + ch_x)
-        xc = _conv4(cs, cw_ptr, cb_ptr, ch_x, x_new.to(tl.float32), WIDTH)
-        for k in tl.static_range(WIDTH - 1):
-            tl.store(cs + ch_x * WIDTH + k, tl.load(cs + ch_x * WIDTH + k + 1))
-        tl.store(cs + ch_x * WIDTH + WIDTH - 1, x_new.to(cs_ptr.dtype.element_ty))
+        xc = _conv4(cs, cw_ptr, cb_ptr, ch_x, x_new.to(tl.float32))
+        Bc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + n, tl.load(zx + 2 * D_INNER + n).to(tl.float32))
+        Cc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + NSTATE + n, tl.load(zx + 2 * D_INNER + NSTATE + n).to(tl.float32))
+        _shift_lanes(cs, ch_x, x_new, WIDTH)
         x = (xc * tl.sigmoid(xc)).to(dtype).to(tl.float32)
-        # B and C lanes are shared by all heads: read-only here
-        Bc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + n, tl.load(zx + 2 * D_INNER + n).to(tl.float32), WIDTH)
-        Cc = _conv4(cs, cw_ptr, cb_ptr, D_INNER + NSTATE + n,
-                    tl.load(zx + 2 * D_INNER + NSTATE + n).to(tl.float32), WIDTH)
         Bv = (Bc * tl.sigmoid(Bc)).to(dtype).to(tl.float32)
         Cv = (Cc * tl.sigmoid(Cc)).to(dtype).to(tl.float32)
         # dt = softplus(dt + bias), identity above 20 like torch's softplus
@@ -260,85 +354,74 @@ if triton is not None:
         tl.store(g_ptr + b * D_INNER + ch_x, y * z * tl.sigmoid(z))
 
     @triton.jit
-    def _dot(x, w, UPCAST: tl.constexpr):
-        """x (B_PAD, BLOCK_K) @ w (BLOCK_N, BLOCK_K).T in fp32. The interpreter cannot multiply 16-bit tiles,
-        so it upcasts (exact: 16-bit values are exact in fp32)."""
-        if UPCAST:
-            return tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
-        return tl.dot(x, tl.trans(w))
+    def _shift_bc_lanes(zx_ptr, cs_ptr, b, stride_zx, stride_cs, D_INNER: tl.constexpr, NSTATE: tl.constexpr,
+                        WIDTH: tl.constexpr):
+        ch = D_INNER + tl.arange(0, 2 * NSTATE)
+        _shift_lanes(cs_ptr + b * stride_cs, ch, tl.load(zx_ptr + b * stride_zx + D_INNER + ch), WIDTH)
 
     @triton.jit
-    def _norm_linear_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, out_ptr, B, N, K, stride_h, eps,
-                            HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, UPCAST: tl.constexpr,
-                            B_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _add_rms_norm_kernel(h_ptr, rin_ptr, rout_ptr, w_ptr, out_ptr, N, stride_h, eps,
+                             HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < N
+        r = tl.load(h_ptr + row * stride_h + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RIN:
+            r += tl.load(rin_ptr + row * N + offs, mask=mask, other=0.0)
+        if WRITE_ROUT:
+            tl.store(rout_ptr + row * N + offs, r, mask=mask)
+        rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / N + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * N + offs, (r * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _gated_norm_kernel(g_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, eps, stride_zx, stride_cs,
+                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+        b = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < D_INNER
+        g = tl.load(g_ptr + b * D_INNER + offs, mask=mask, other=0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)
+        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + b * D_INNER + offs, (g * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
+        _shift_bc_lanes(zx_ptr, cs_ptr, b, stride_zx, stride_cs, D_INNER, NSTATE, WIDTH)
+
+    @triton.jit
+    def _norm_gemv_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, out_ptr, B, N, stride_h, eps,
+                          K: tl.constexpr, HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Each program: BLOCK_N full rows of the weight, loaded once, times every batch row's normed input."""
         pid = tl.program_id(0)
-        xdtype = h_ptr.dtype.element_ty
-        rb = tl.arange(0, B_PAD)
-        bmask = rb < B
-        # pass 1: sum of squares of r = residual + hidden per row (every program needs the full row)
-        ss = tl.zeros((B_PAD,), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            m = bmask[:, None] & (rk < K)[None, :]
-            r = tl.load(h_ptr + rb[:, None] * stride_h + rk[None, :], mask=m, other=0.0).to(tl.float32)
+        rk = tl.arange(0, K)
+        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rn < N
+        w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, K)
+        nw = tl.load(nw_ptr + rk).to(tl.float32)
+        for b in range(0, B):
+            r = tl.load(h_ptr + b * stride_h + rk).to(tl.float32)
             if HAS_RIN:
-                r += tl.load(rin_ptr + rb[:, None] * K + rk[None, :], mask=m, other=0.0)
+                r += tl.load(rin_ptr + b * K + rk)
             if WRITE_ROUT:
                 if pid == 0:
-                    tl.store(rout_ptr + rb[:, None] * K + rk[None, :], r, mask=m)
-            ss += tl.sum(r * r, axis=1)
-        rstd = 1.0 / tl.sqrt(ss / K + eps)
-        # pass 2: the product with this program's BLOCK_N rows of the weight
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        nmask = rn < N
-        acc = tl.zeros((B_PAD, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            kmask = rk < K
-            m = bmask[:, None] & kmask[None, :]
-            r = tl.load(h_ptr + rb[:, None] * stride_h + rk[None, :], mask=m, other=0.0).to(tl.float32)
-            if HAS_RIN:
-                r += tl.load(rin_ptr + rb[:, None] * K + rk[None, :], mask=m, other=0.0)
-            nw = tl.load(nw_ptr + rk, mask=kmask, other=0.0).to(tl.float32)
-            x = (r * rstd[:, None] * nw[None, :]).to(xdtype)
-            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
-            acc += _dot(x, w, UPCAST)
-        tl.store(out_ptr + rb[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty),
-                 mask=bmask[:, None] & nmask[None, :])
+                    tl.store(rout_ptr + b * K + rk, r)
+            rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / K + eps)
+            x = (r * rstd * nw).to(h_ptr.dtype.element_ty).to(tl.float32)
+            y = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+            tl.store(out_ptr + b * N + rn, y.to(out_ptr.dtype.element_ty), mask=nmask)
 
     @triton.jit
-    def _gated_linear_kernel(g_ptr, nw_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx, stride_cs,
-                             D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr,
-                             UPCAST: tl.constexpr, B_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
-                             BLOCK_K: tl.constexpr):
+    def _gated_gemv_kernel(g_ptr, nw_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx, stride_cs,
+                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK_N: tl.constexpr):
         pid = tl.program_id(0)
-        xdtype = out_ptr.dtype.element_ty
-        rb = tl.arange(0, B_PAD)
-        bmask = rb < B
-        ss = tl.zeros((B_PAD,), dtype=tl.float32)
-        for k0 in range(0, D_INNER, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            m = bmask[:, None] & (rk < D_INNER)[None, :]
-            g = tl.load(g_ptr + rb[:, None] * D_INNER + rk[None, :], mask=m, other=0.0)
-            ss += tl.sum(g * g, axis=1)
-        rstd = 1.0 / tl.sqrt(ss / D_INNER + eps)
+        rk = tl.arange(0, D_INNER)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = rn < N
-        acc = tl.zeros((B_PAD, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, D_INNER, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            kmask = rk < D_INNER
-            g = tl.load(g_ptr + rb[:, None] * D_INNER + rk[None, :], mask=bmask[:, None] & kmask[None, :], other=0.0)
-            nw = tl.load(nw_ptr + rk, mask=kmask, other=0.0).to(tl.float32)
-            x = (g * rstd[:, None] * nw[None, :]).to(xdtype)
-            w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None] & kmask[None, :], other=0.0)
-            acc += _dot(x, w, UPCAST)
-        tl.store(out_ptr + rb[:, None] * N + rn[None, :], acc.to(xdtype), mask=bmask[:, None] & nmask[None, :])
-        if pid == 0:  # every head has read the old B/C conv lanes by now: shift them, append the new inputs
-            ch = D_INNER + tl.arange(0, 2 * NSTATE)
-            for b in range(0, B):
-                cs = cs_ptr + b * stride_cs
-                for k in tl.static_range(WIDTH - 1):
-                    tl.store(cs + ch * WIDTH + k, tl.load(cs + ch * WIDTH + k + 1))
-                new = tl.load(zx_ptr + b * stride_zx + D_INNER + ch)
-                tl.store(cs + ch * WIDTH + WIDTH - 1, new.to(cs_ptr.dtype.element_ty))
+        w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None], other=0.0)
+        nw = tl.load(nw_ptr + rk).to(tl.float32)
+        for b in range(0, B):
+            g = tl.load(g_ptr + b * D_INNER + rk)
+            rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)
+            x = (g * rstd * nw).to(out_ptr.dtype.element_ty).to(tl.float32)
+            y = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+            tl.store(out_ptr + b * N + rn, y.to(out_ptr.dtype.element_ty), mask=nmask)
+            if pid == 0:  # every head has read the old B/C conv lanes by now
+                _shift_bc_lanes(zx_ptr, cs_ptr, b, stride_zx, stride_cs, D_INNER, NSTATE, WIDTH)

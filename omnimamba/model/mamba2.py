@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..config import OmniMambaConfig
 from . import kernels
 from .lora import TaskLoRALinear
-from .ssd import conv_state_after, gated_rms_norm_ref
+from .ssd import conv_state_after
 
 
 class LayerState(NamedTuple):
@@ -28,7 +28,7 @@ class LayerState(NamedTuple):
 
 
 class GatedRMSNorm(nn.Module):
-    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and `kernels.gated_norm_linear`."""
+    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and its `kernels` twins."""
 
     def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
@@ -73,8 +73,8 @@ class Mamba2Mixer(nn.Module):
                                     B, C, self.D, self.chunk_size, state.ssm if state is not None else None)
         if state is not None:
             state.ssm.copy_(final)
-        y = gated_rms_norm_ref(y.reshape(b, l, self.d_inner), z, self.norm.weight, self.norm.eps)
-        return self.out_proj(y.to(u.dtype))
+        y = kernels.gated_rms_norm(y.reshape(b, l, self.d_inner), z, self.norm.weight, self.norm.eps, u.dtype)
+        return self.out_proj(y)
 
     def step(self, zxbcdt: Tensor, state: LayerState) -> Tensor:
         """One token after in_proj (fused with the block's norm, see Block.step): zxbcdt (b, d_in_proj) ->

@@ -78,6 +78,7 @@ class DecodeGraph:
         self.noise = torch.ones(key.batch, vocab, device=dev) if key.sampling else None
         self.step_graph: StaticGraph | None = None
         self.prefill_graph: StaticGraph | None = None
+        self.piece_graphs: dict[int, StaticGraph] = {}  # prefill pieces by length (see Decoder.prefill)
 
     def set_sampling(self, params: SamplingParams, guidance_scale: float) -> None:
         self.temperature.fill_(max(params.temperature, 1e-5))
@@ -101,14 +102,17 @@ class DecodeGraph:
         self.token.copy_(self.pick(logits))
         self.position.add_(1)
 
+    def first_token(self, hidden_last: Tensor, position: int) -> Tensor:
+        """Head + pick on the prompt's last hidden state (rows, d); `position` is where that token goes."""
+        token = self.pick(self.decoder.model.mamba.head(hidden_last, self.key.task).float())
+        self.token.copy_(token)
+        self.position.fill_(position)
+        return token
+
     def _prefill(self, embeds: Tensor) -> Tensor:
         """Positioned embeddings (rows, L, d) from the current state; picks the first token."""
-        model = self.decoder.model
-        hidden = model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
-        token = self.pick(model.mamba.head(hidden, self.key.task).float())
-        self.token.copy_(token)
-        self.position.fill_(embeds.shape[1] + self.state.seqlen)
-        return token
+        hidden = self.decoder.model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
+        return self.first_token(hidden, embeds.shape[1] + self.state.seqlen)
 
     def _prefill_t2i(self, prefix_ids: Tensor) -> Tensor:
         return self._prefill(self.decoder.model.embed_t2i_prefix(prefix_ids))
@@ -193,12 +197,33 @@ class Decoder:
     @torch.no_grad()
     def prefill(self, graph: DecodeGraph, embeds: Tensor, task: str, generator: torch.Generator | None) -> Tensor:
         """Run positioned embeddings (rows, L, d) through the backbone from the graph's state; pick the first
-        token. Returns it (batch,) and leaves it in graph.token with graph.position = the state's new length."""
+        token. Returns it (batch,) and leaves it in graph.token with graph.position = the state's new length.
+
+        On GPU, L is split into power-of-two pieces, each a recorded graph continuing the state (a 745-token
+        image-chat prompt is 6 replays): eager PyTorch would spend ~60 ms just launching 48 layers' kernels."""
         if graph.noise is not None:
             graph.noise.exponential_(generator=generator)
-        token = graph._prefill(embeds)
-        graph.state.seqlen += embeds.shape[1]
-        return token
+        if not self.use_cuda_graphs:
+            token = graph._prefill(embeds)
+            graph.state.seqlen += embeds.shape[1]
+            return token
+        start = 0
+        for size in _power_of_two_pieces(embeds.shape[1]):
+            hidden = self._prefix_piece(graph, size)(embeds[:, start:start + size])
+            graph.state.seqlen += size
+            start += size
+        return graph.first_token(hidden[:, -1], graph.state.seqlen)
+
+    def _prefix_piece(self, graph: DecodeGraph, size: int) -> StaticGraph:
+        """The backbone over `size` positions continuing graph.state, recorded once per (graph, size)."""
+        if size not in graph.piece_graphs:
+            fn = lambda emb: self.model.backbone(emb, graph.key.task, graph.state)  # noqa: E731
+            example = torch.zeros(graph.rows, size, self.model.config.d_model, device=self.model.device,
+                                  dtype=self.model.dtype)
+            saved = graph.state.clone()  # warm-ups advance the state: keep the request's
+            graph.piece_graphs[size] = StaticGraph(fn, [example], self.pool)
+            graph.state.copy_(saved)
+        return graph.piece_graphs[size]
 
     @torch.no_grad()
     def prefill_t2i(self, graph: DecodeGraph, prefix_ids: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -216,6 +241,16 @@ class Decoder:
             graph.run(generator)
             graph.state.seqlen += 1
             yield graph.token
+
+
+def _power_of_two_pieces(length: int, largest: int = 1024) -> list[int]:
+    """745 -> [512, 128, 64, 32, 8, 1]: few distinct shapes to record, few replays per prompt."""
+    pieces = []
+    while length:
+        size = min(largest, 1 << (length.bit_length() - 1))
+        pieces.append(size)
+        length -= size
+    return pieces
 
 
 @dataclass

@@ -140,14 +140,16 @@ def _decode(model, task: str, steps: int, reference: bool = False, graphs: bool 
 @pytest.mark.parametrize("task", ["t2i", "mmu"])
 def test_decode_fast_equals_reference_graph_equals_eager_and_teacher_forcing(twins, task):
     exact, half = twins
-    ref_logits, ref_tokens, embeds, ref_state = _decode(exact, task, 16, reference=True)
-    fast_logits, fast_tokens, _, fast_state = _decode(exact, task, 16)
+    ref_logits, ref_tokens, embeds, _ = _decode(exact, task, 16, reference=True)
+    fast_logits, fast_tokens, _, _ = _decode(exact, task, 16)
     eager_logits, eager_tokens, _, _ = _decode(exact, task, 16, graphs=False)
     n = next((i for i, (a, b) in enumerate(zip(fast_tokens, ref_tokens)) if a != b), 16)
-    print(f"{task} fp32: fast vs reference logits {rel(fast_logits[:n], ref_logits[:n]):.2e} over {n} steps, "
-          f"ssm state {rel(fast_state.ssm, ref_state.ssm):.2e}; graph vs eager {rel(fast_logits, eager_logits):.2e}")
+    top2 = ref_logits.topk(2, dim=-1).values
+    sure = next((i for i, m in enumerate((top2[:, 0] - top2[:, 1]).tolist()) if m < 0.02), 16)
+    print(f"{task} fp32: fast vs reference logits {rel(fast_logits[:n], ref_logits[:n]):.2e} over {n} steps "
+          f"(first near-tie {sure}); graph vs eager {rel(fast_logits, eager_logits):.2e}")
     assert fast_tokens == eager_tokens and rel(fast_logits, eager_logits) < 1e-5
-    assert n >= 8 and rel(fast_logits[:n], ref_logits[:n]) < 1e-2
+    assert n >= min(sure, 16) and rel(fast_logits[:n], ref_logits[:n]) < 1e-2
     with torch.no_grad():  # teacher forcing over the decoded tokens gives the same logits
         seq = torch.tensor([fast_tokens[:-1]], device="cuda")
         start = embeds.shape[1]

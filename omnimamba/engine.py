@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs)
 MAX_IMAGES_PER_PROMPT = 8
+TINY_RANDOM = "tiny-random"
 REPORT_EVERY = 16  # text-to-image progress (and metrics) every this many tokens when previews are off
 
 
@@ -77,6 +78,25 @@ class Engine:
         log.info("engine ready: %s on %s (%s); kernels: %s", label, self.device, model.dtype,
                  kernels.describe_backends(self.device))
 
+    @classmethod
+    def load(cls, model: str = "hustvl/OmniMamba", revision: str | None = None, device: str | None = None,
+             dtype: torch.dtype | None = None, tokenizer: str | None = None, offline: bool | None = None,
+             cache_dir: str | None = None, **engine_kwargs) -> "Engine":
+        """The official model from the Hub (or a local file/folder), or TINY_RANDOM: a randomly initialised
+        tiny model for trying the interface without weights (its outputs are noise)."""
+        from . import hub
+        from .model.init import random_model
+        from .config import OmniMambaConfig
+
+        tok = OmniTokenizer.from_file(hub.tokenizer_file(tokenizer, cache_dir, offline))
+        if model == TINY_RANDOM:
+            dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            net = random_model(OmniMambaConfig.tiny(), dev, dtype or torch.float32, seed=0)
+            return cls(net, tok, label="tiny-random (random weights: outputs are noise)", **engine_kwargs)
+        net, report = hub.load_model(model, revision, device, dtype, cache_dir=cache_dir, offline=offline)
+        log.info("weights: %s", report)
+        return cls(net, tok, label=f"OmniMamba-1.3B ({model}{'@' + revision if revision else ''})", **engine_kwargs)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -110,8 +130,8 @@ class Engine:
         session = self.sessions.get(session_id)
         if session is None:
             raise EngineError("this conversation has expired; start a new one")
-        if not 1 <= max_new_tokens <= self.model.config.mmu_positions:
-            raise EngineError(f"max new tokens must be in 1..{self.model.config.mmu_positions}")
+        if max_new_tokens < 1:
+            raise EngineError("max new tokens must be at least 1")
         try:
             turn = self.tokenizer.chat_turn(message)
         except PromptError as exc:

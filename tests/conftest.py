@@ -52,3 +52,10 @@ def tokenizer_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_file) -> OmniTokenizer:
     return OmniTokenizer.from_file(tokenizer_file)
+
+
+@pytest.fixture
+def tiny_engine(tiny_model, tokenizer):
+    """An Engine on a private tiny random model (CPU, no CUDA graphs)."""
+    from omnimamba.engine import Engine
+    return Engine(tiny_model, tokenizer, label="tiny-random (test)", use_cuda_graphs=False)

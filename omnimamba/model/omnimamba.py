@@ -86,6 +86,16 @@ class OmniMamba(nn.Module):
         return self.backbone.layers[0].mixer.in_proj.merged_weight("mmu") is not None
 
     # ----- weights -----
+    @classmethod
+    def from_pretrained(cls, model: str = "hustvl/OmniMamba", revision: str | None = None,
+                        device: "str | torch.device | None" = None, dtype: torch.dtype | None = None,
+                        **kwargs) -> "OmniMamba":
+        """The released model from the Hub (cached; converted to safetensors on first use), or from a local
+        OmniMamba-1.3b.pth / folder. See `omnimamba.hub.load_model` for the options."""
+        from ..hub import load_model  # the model itself knows nothing of the Hub
+
+        return load_model(model, revision, device, dtype, **kwargs)[0]
+
     def load_official_state_dict(self, source: "str | os.PathLike | checkpoint.StateDict") -> checkpoint.LoadReport:
         """Load the official layout (e.g. OmniMamba-1.3b.pth: fp16 values, cast to this model's dtype).
 

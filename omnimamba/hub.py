@@ -1,0 +1,238 @@
+"""From a model id to a ready model: Hub assets, the shared cache, offline mode, one-time conversion.
+
+The official model is spread over five files in four repositories (reference §2.9, §10). Each is fetched
+alone (hustvl/OmniMamba also holds 2 GB of training JSON we never download), through the standard
+Hugging Face cache (HF_HOME / HF_HUB_CACHE, HF_HUB_OFFLINE, HF_TOKEN, resumable downloads, progress bars).
+
+The first load reads the pickles once (weights_only=True), checks every key, and writes one safetensors
+file keyed by the identity of its sources; every later start memory-maps that file straight onto the
+device into a model built on the meta device: no pickle, no random init of 2 B parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import errors as hub_errors
+
+from . import checkpoint
+from .config import OmniMambaConfig
+from .model import OmniMamba
+from .model.vision import create_tower
+
+log = logging.getLogger(__name__)
+
+CONVERTED_FORMAT = 1  # bump when the converted layout changes
+# a file or repo the Hub says does not exist (the class name changed across huggingface_hub releases)
+_MISSING_ON_HUB = (hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError,
+                   getattr(hub_errors, "RemoteEntryNotFoundError", hub_errors.EntryNotFoundError))
+
+
+@dataclass(frozen=True)
+class Asset:
+    what: str
+    repo_id: str
+    filename: str
+    revision: str = "main"
+
+    def describe(self) -> str:
+        return f"{self.what} ({self.repo_id}, file {self.filename}, revision {self.revision})"
+
+
+ASSETS = {
+    "omnimamba": Asset("OmniMamba weights", "hustvl/OmniMamba", "OmniMamba-1.3b.pth"),
+    "vq": Asset("LlamaGen VQ-16 tokenizer", "peizesun/llamagen_t2i", "vq_ds16_t2i.pt"),
+    "dino": Asset("DINOv2 tower", "timm/vit_large_patch14_reg4_dinov2.lvd142m", "model.safetensors"),
+    "siglip": Asset("SigLIP tower", "timm/vit_so400m_patch14_siglip_384.webli", "model.safetensors"),
+    "tokenizer": Asset("GPT-NeoX-20B tokenizer", "EleutherAI/gpt-neox-20b", "tokenizer.json"),
+}
+DEFAULT_MODEL = ASSETS["omnimamba"].repo_id
+
+
+class AssetUnavailable(RuntimeError):
+    """An asset is neither in the cache nor downloadable; the message says which and the ways out."""
+
+
+def default_cache_dir() -> Path:
+    """Where converted checkpoints live: $OMNIMAMBA_CACHE, else $HF_HOME/omnimamba."""
+    return Path(os.environ.get("OMNIMAMBA_CACHE") or Path(constants.HF_HOME) / "omnimamba")
+
+
+def fetch(asset: Asset, cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+          force: bool = False) -> Path:
+    """Path of `asset` in the Hub cache, downloading it (resumable, with a progress bar) if needed."""
+    offline = constants.HF_HUB_OFFLINE if offline is None else offline
+    try:
+        return Path(hf_hub_download(asset.repo_id, asset.filename, revision=asset.revision, cache_dir=cache_dir,
+                                    local_files_only=offline, force_download=force))
+    except hub_errors.LocalEntryNotFoundError as exc:
+        raise _unavailable(asset, cache_dir, offline) from exc
+    except _MISSING_ON_HUB as exc:
+        raise AssetUnavailable(f"{asset.describe()} does not exist on the Hub ({type(exc).__name__}); "
+                               f"check the id and the revision") from exc
+    except OSError as exc:  # no network
+        raise _unavailable(asset, cache_dir, offline) from exc
+
+
+def _unavailable(asset: Asset, cache_dir: str | os.PathLike | None, offline: bool) -> AssetUnavailable:
+    where = cache_dir or constants.HF_HUB_CACHE
+    why = "offline mode is on (HF_HUB_OFFLINE=1 or --offline)" if offline else "the Hub could not be reached"
+    return AssetUnavailable(
+        f"{asset.describe()} is not in the Hugging Face cache ({where}) and {why}.\n"
+        f"Either connect once and run `python -m omnimamba download` (it fills the cache; then offline works),\n"
+        f"or point at local files: --model /path/to/OmniMamba-1.3b.pth (or a folder holding it).")
+
+
+def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                    offline: bool | None = None) -> dict[str, Path]:
+    """Local paths of every weight file: `model` is a Hub id, a folder holding OmniMamba-1.3b.pth (and
+    optionally vq_ds16_t2i.pt), or the .pth itself; the rest comes from the Hub cache."""
+    local = Path(model).expanduser()
+    sources: dict[str, Path] = {}
+    if local.is_file():
+        sources["omnimamba"] = local
+    elif local.is_dir():
+        for key in ("omnimamba", "vq"):
+            if (local / ASSETS[key].filename).is_file():
+                sources[key] = local / ASSETS[key].filename
+        if "omnimamba" not in sources:
+            raise AssetUnavailable(f"{local} holds no {ASSETS['omnimamba'].filename}")
+    elif not re.fullmatch(r"[\w.-]+/[\w.-]+", model):
+        raise AssetUnavailable(f"{model} is neither a file nor a folder, nor a Hub id (owner/name)")
+    for key in ("omnimamba", "vq", "dino", "siglip"):
+        if key not in sources:
+            asset = ASSETS[key]
+            if key == "omnimamba":
+                asset = replace(asset, repo_id=model, revision=revision or asset.revision)
+            sources[key] = fetch(asset, cache_dir, offline)
+    return sources
+
+
+def _identity(path: Path) -> str:
+    """Who a source file is: its resolved path (in the Hub cache, the blob named by its hash) and size."""
+    real = path.resolve()
+    stat = real.stat()
+    return f"{real}:{stat.st_size}:{int(stat.st_mtime)}"
+
+
+def converted_path(sources: dict[str, Path], config: OmniMambaConfig, cache_dir: Path | None = None) -> Path:
+    key_text = json.dumps({"format": CONVERTED_FORMAT, "config": repr(config),
+                           "sources": {k: _identity(v) for k, v in sorted(sources.items())}}, sort_keys=True)
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
+    return (cache_dir or default_cache_dir()) / "converted" / key / "model.safetensors"
+
+
+def convert(sources: dict[str, Path], config: OmniMambaConfig, out: Path) -> dict[str, float]:
+    """Read every source once, check it, write one safetensors file. Returns timings in seconds."""
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    with torch.device("meta"):
+        model = OmniMamba(config)
+    main = checkpoint.read_state_dict(sources["omnimamba"])
+    checkpoint.check_state_dict({k: v.shape for k, v in model.state_dict().items()}, main,
+                                checkpoint.EXTERNAL_GROUPS)
+    bad = sorted({str(v.dtype) for v in main.values() if not v.is_floating_point()})
+    if bad:
+        raise checkpoint.CheckpointError(f"{sources['omnimamba']} holds non-float tensors ({bad}); not an OmniMamba checkpoint")
+    dtypes = sorted({str(v.dtype) for v in main.values()})
+    if dtypes != ["torch.float16"]:
+        log.warning("%s stores %s; the released checkpoint stores torch.float16", sources["omnimamba"], dtypes)
+    vq = {f"llm_backbone.vqvae.{k}": v for k, v in checkpoint.read_state_dict(sources["vq"], key="model").items()}
+    towers = {f"vision_backbone.{name}.{k}": v for name, key in (("dino_featurizer", "dino"),
+                                                              ("siglip_featurizer", "siglip"))
+              for k, v in _timm_tower_state(config, key, sources[key]).items()}
+    full = {**main, **vq, **towers}
+    for head in checkpoint.TIED_KEYS:  # safetensors stores no shared tensors; the loader re-ties them
+        full.pop(head, None)
+    checkpoint.check_state_dict({k: v.shape for k, v in model.state_dict().items()}, full)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in full.items()}, str(tmp),
+              metadata={"format": str(CONVERTED_FORMAT), "sources": json.dumps({k: str(v) for k, v in sources.items()})})
+    tmp.replace(out)  # atomic: an interrupted conversion never leaves a half file behind
+    return {"convert_s": time.perf_counter() - t0}
+
+
+def _timm_tower_state(config: OmniMambaConfig, key: str, path: Path) -> dict[str, torch.Tensor]:
+    """A tower's weights exactly as timm's pretrained loading leaves them (its checkpoint filter resamples
+    DINOv2's 37x37 position table to 27x27 with bicubic + antialias, as the official run got them)."""
+    vcfg = config.vision
+    name, overrides = ((vcfg.dino_model, vcfg.dino_overrides) if key == "dino"
+                       else (vcfg.siglip_model, vcfg.siglip_overrides))
+    tower = create_tower(name, vcfg.image_size, overrides, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    return tower.state_dict()
+
+
+def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None, config: OmniMambaConfig | None = None,
+               cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
+               converted_dir: Path | None = None) -> tuple[OmniMamba, dict]:
+    """Ready model + a report {source paths, converted file, whether it was converted now, timings}."""
+    config = config or OmniMambaConfig.official()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    t0 = time.perf_counter()
+    sources = resolve_sources(model, revision, cache_dir, offline)
+    out = converted_path(sources, config, converted_dir)
+    report: dict = {"sources": {k: str(v) for k, v in sources.items()}, "converted": str(out),
+                    "converted_now": not out.is_file()}
+    if report["converted_now"]:
+        log.info("first load: converting %s into %s (once)", sources["omnimamba"], out)
+        report.update(convert(sources, config, out))
+    t1 = time.perf_counter()
+    net = _load_converted(out, config, device, dtype)
+    report.update(resolve_s=t1 - t0 - report.get("convert_s", 0.0), load_s=time.perf_counter() - t1)
+    return net, report
+
+
+def _load_converted(path: Path, config: OmniMambaConfig, device: torch.device, dtype: torch.dtype) -> OmniMamba:
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):
+        model = OmniMamba(config)
+    model.to(dtype)  # free on meta: sets the dtype every tensor lands in
+    try:
+        sd = load_file(str(path), device=str(device))  # memory-mapped, straight onto the device
+    except Exception as exc:
+        raise checkpoint.CheckpointError(f"the converted checkpoint {path} is unreadable ({exc}); delete it and "
+                                         f"it will be rebuilt from the downloaded files") from exc
+    checkpoint.load_into(model, sd)
+    checkpoint.materialize(model, device)
+    return model.eval()
+
+
+def tokenizer_file(path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                   offline: bool | None = None) -> Path:
+    """tokenizer.json: the given file, else EleutherAI/gpt-neox-20b's from the Hub cache."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise AssetUnavailable(f"tokenizer file not found: {path}")
+        return Path(path)
+    return fetch(ASSETS["tokenizer"], cache_dir, offline)
+
+
+def download(revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+             convert_now: bool = True) -> list[tuple[str, Path, int]]:
+    """Fetch every asset ahead of time (a Space build, an offline box); returns (what, path, bytes)."""
+    rows = []
+    for key, asset in ASSETS.items():
+        if key == "omnimamba" and revision:
+            asset = replace(asset, revision=revision)
+        path = fetch(asset, cache_dir, offline=False)
+        rows.append((asset.describe(), path, path.resolve().stat().st_size))
+    if convert_now:
+        sources = resolve_sources(DEFAULT_MODEL, revision, cache_dir, offline=True)
+        out = converted_path(sources, OmniMambaConfig.official())
+        if not out.is_file():
+            convert(sources, OmniMambaConfig.official(), out)
+        rows.append(("converted safetensors (fast start)", out, out.stat().st_size))
+    return rows

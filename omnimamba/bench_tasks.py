@@ -1,6 +1,12 @@
-"""Task benchmarks on the GPU: decode ms/token, prefill, image-chat time to first token, one image, four
-images with guidance, each beside the stock mamba-ssm generate() on the same backbone shape, plus the
-memory-bandwidth floor. Random weights (timing does not depend on values). Prints a table, returns a dict.
+"""Task benchmarks on the GPU: what a user waits for, ours beside stock mamba-ssm on the same weights.
+
+  * decode ms/token (batch 1, sampling, guidance = batch 2, four images with guidance = batch 8, image chat)
+  * one image (prefill + 255 steps + VQ decode), four images with guidance, a 128-token image-chat answer:
+    seconds, tokens/s and peak VRAM
+  * image-chat time to first token (vision towers + 760-token prefill + first token), and its parts
+  * where a decode step's time goes (one layer's kernels), with each way of doing its matrix-vector products
+  * the memory-bandwidth floor: weight bytes a step must read / measured device copy bandwidth
+Random weights (timing does not depend on values); the stock model gets a copy of ours (image-chat task).
 
     python -m omnimamba bench --tasks
 """
@@ -11,14 +17,16 @@ import time
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .config import OmniMambaConfig
-from .generation import Decoder, GraphKey, chat_tokens, image_tokens
+from .generation import Decoder, GraphKey, StaticGraph, chat_tokens, image_tokens
 from .model import kernels
 from .model.init import random_model
 from .sampling import SamplingParams
 
 log = logging.getLogger(__name__)
+GREEDY = SamplingParams()
 
 
 def cuda_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
@@ -35,6 +43,15 @@ def cuda_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> flo
     return sorted(times)[len(times) // 2]
 
 
+def task(fn: Callable[[], object], tokens: int, repeat: int = 3) -> dict:
+    """Seconds, tokens/s and peak VRAM of one user-visible task."""
+    fn()  # warm-up: graph capture, Triton compilation
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    seconds = cuda_time(fn, repeat=repeat, warmup=0)
+    return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
 def copy_bandwidth_gbs(gib: float = 2.0) -> float:
     """Device-to-device copy, bytes read + written per second."""
     src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device="cuda").normal_()
@@ -43,157 +60,58 @@ def copy_bandwidth_gbs(gib: float = 2.0) -> float:
     return 2 * src.numel() * src.element_size() / seconds / 1e9
 
 
+def step_bytes(model, task_name: str) -> int:
+    """Bytes a batch-1 decode step must read: every layer's merged in_proj, conv, norms, out_proj, the head."""
+    total = 0
+    for layer in model.backbone.layers:
+        m = layer.mixer
+        tensors = [m.in_proj.decode_weight(task_name), m.conv1d.weight, m.conv1d.bias, m.norm.weight,
+                   m.out_proj.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
+        total += sum(t.numel() * t.element_size() for t in tensors)
+    head = model.mamba.head_weight(task_name)
+    return total + head.numel() * head.element_size()
+
+
 def decode_ms_per_step(decoder: Decoder, key: GraphKey, steps: int = 128) -> float:
-    """Replays of one captured decode graph (state garbage is fine for timing)."""
+    """Replays of one captured decode graph (state contents do not matter for timing)."""
     graph = decoder.graph_for(key)
-    graph.position.fill_(100 if key.task == "t2i" else 800)  # a valid row of the position table
+    position = 100 if key.task == "t2i" else 800  # any valid row of the position table
 
     def run() -> None:
-        graph.position.fill_(100 if key.task == "t2i" else 800)
+        graph.position.fill_(position)
         for _ in range(steps):
             graph.run(None)
-    return 1000 * cuda_time(run, repeat=5) / steps
-
-
-def weight_bytes_per_step(model, task: str) -> int:
-    """Bytes a batch-1 decode step must read: merged in_proj, conv, norms, out_proj of every layer, the head."""
-    per_layer = 0
-    for layer in model.backbone.layers[:1]:
-        mixer = layer.mixer
-        tensors = [mixer.in_proj.decode_weight(task), mixer.conv1d.weight, mixer.conv1d.bias, mixer.norm.weight,
-                   mixer.out_proj.weight, layer.norm.weight]
-        per_layer = sum(t.numel() * t.element_size() for t in tensors)
-    head = model.mamba.lm_head.weight if task == "mmu" else model.mamba.img_head.weight
-    return per_layer * len(model.backbone.layers) + head.numel() * head.element_size()
+    return 1000 * cuda_time(run) / steps
 
 
 def graph_us(fn: Callable[[], object], calls: int = 100) -> float:
-    """Microseconds per call of fn, measured as `calls` back-to-back calls replayed from one CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    return 1e6 * cuda_time(graph.replay, repeat=5) / calls
+    """Microseconds per call of fn, as `calls` back-to-back calls replayed from one CUDA graph."""
+    recorded = StaticGraph(lambda: [fn() for _ in range(calls)], [], torch.cuda.graph_pool_handle())
+    return 1e6 * cuda_time(recorded) / calls
 
 
 @torch.no_grad()
-def layer_breakdown(model, task: str = "t2i", batch: int = 1) -> dict:
-    """Where a decode step's time goes: each piece of one layer, alone, in a CUDA graph (microseconds)."""
-    import torch.nn.functional as F
+def layer_breakdown(model, task_name: str = "t2i") -> dict:
+    """One layer's decode kernels alone, in a CUDA graph (microseconds). Repeated calls hit L2 for weights
+    that fit (50 MB): read as relative costs, the whole-step numbers are the ones that count."""
     layer, cfg = model.backbone.layers[0], model.config
     mixer = layer.mixer
-    hidden = torch.randn(batch, cfg.d_model, device="cuda", dtype=model.dtype)
-    residual, residual_out = torch.zeros(2, batch, cfg.d_model, device="cuda")
-    state = model.new_state(batch).layer(0)
-    weight = mixer.in_proj.decode_weight(task)
+    hidden = torch.randn(1, cfg.d_model, device="cuda", dtype=model.dtype)
+    residual, residual_out = torch.zeros(2, 1, cfg.d_model, device="cuda")
+    state = model.new_state(1).layer(0)
+    weight = mixer.in_proj.decode_weight(task_name)
     zx = F.linear(hidden, weight)
-    g = kernels.ssm_step(zx, state.conv, mixer.conv_weight, mixer.conv1d.bias, state.ssm, mixer.dt_bias,
-                         mixer.A_log, mixer.D, cfg.d_inner, cfg.d_state, cfg.headdim)
-    head = model.mamba.head_weight(task)
-    pieces = {
-        "norm + in_proj": lambda: kernels.norm_linear(hidden, residual, residual_out, layer.norm.weight, weight,
-                                                       1e-5),
-        "in_proj cuBLAS": lambda: F.linear(hidden, weight),
-        "ssm_step": lambda: kernels.ssm_step(zx, state.conv, mixer.conv_weight, mixer.conv1d.bias, state.ssm,
-                                             mixer.dt_bias, mixer.A_log, mixer.D, cfg.d_inner, cfg.d_state,
-                                             cfg.headdim),
-        "gated norm + out_proj": lambda: kernels.gated_norm_linear(g, mixer.norm.weight, mixer.out_proj.weight,
-                                                                   1e-5, zx, state.conv, cfg.d_inner, cfg.d_state),
-        "out_proj cuBLAS": lambda: F.linear(zx[:, :cfg.d_inner].contiguous(), mixer.out_proj.weight),
-        "whole layer step": lambda: layer.step(hidden, residual, residual_out, task, state),
-        "norm_f + head": lambda: kernels.norm_linear(hidden, residual, None, model.backbone.norm_f.weight, head,
-                                                      1e-5, torch.float32),
+    ssm_args = (zx, state.conv, mixer.conv_weight, mixer.conv1d.bias, state.ssm, mixer.dt_bias, mixer.A_log,
+                mixer.D, cfg.d_inner, cfg.d_state, cfg.headdim)
+    g = kernels.ssm_step(*ssm_args)
+    return {
+        "norm + in_proj": graph_us(lambda: kernels.norm_linear(hidden, residual, residual_out, layer.norm.weight,
+                                                               weight, 1e-5)),
+        "ssm step": graph_us(lambda: kernels.ssm_step(*ssm_args)),
+        "gated norm + out_proj": graph_us(lambda: kernels.gated_norm_linear(
+            g, mixer.norm.weight, mixer.out_proj.weight, 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state)),
+        "whole layer": graph_us(lambda: layer.step(hidden, residual, residual_out, task_name, state)),
     }
-    return {name: graph_us(fn) for name, fn in pieces.items()}
-
-
-def ours(model, decoder: Decoder) -> dict:
-    cfg = model.config
-    greedy = SamplingParams()
-    res: dict = {}
-    res["decode_t2i_b1_ms"] = decode_ms_per_step(decoder, GraphKey("t2i", 1, False, False))
-    res["decode_t2i_b1_sampling_ms"] = decode_ms_per_step(decoder, GraphKey("t2i", 1, True, False))
-    res["decode_t2i_cfg_b2_ms"] = decode_ms_per_step(decoder, GraphKey("t2i", 1, False, True))
-    res["decode_t2i_cfg_b8_ms"] = decode_ms_per_step(decoder, GraphKey("t2i", 4, False, True))
-    res["decode_mmu_b1_ms"] = decode_ms_per_step(decoder, GraphKey("mmu", 1, False, False))
-    prefix = torch.randint(0, 50000, (1, cfg.t2i_prefix_len), device="cuda")
-
-    def one_image(batch: int = 1, scale: float = 1.0) -> None:
-        ids = prefix.expand(batch, -1)
-        for step in image_tokens(decoder, ids, greedy, scale, ids if scale != 1.0 else None, report_every=0):
-            if step.done:
-                model.decode_images(step.tokens)
-    res["t2i_one_image_s"] = cuda_time(one_image)
-    res["t2i_four_images_cfg_s"] = cuda_time(lambda: one_image(4, 3.0))
-    pixels = {k: torch.randn(1, 3, 384, 384, device="cuda") for k in ("dino", "siglip")}
-    text = torch.randint(0, 50000, (1, 27), device="cuda")  # 733 + 27 = a 760-token prompt
-
-    def chat_first_token() -> None:
-        embeds = model.embed_mmu(text, decoder.image_features(pixels))
-        for _ in chat_tokens(decoder, model.new_state(1), embeds, greedy, 1):
-            pass
-    with torch.no_grad():
-        res["chat_ttft_ms"] = 1000 * cuda_time(chat_first_token)
-        res["vision_ms"] = 1000 * cuda_time(lambda: decoder.image_features(pixels))
-        res["vision_eager_ms"] = 1000 * cuda_time(lambda: model.image_features(pixels))
-        vb = model.vision_backbone
-        res["vision_parts_ms"] = {
-            "dino": 1000 * cuda_time(lambda: vb.dino_featurizer.forward_intermediates(
-                pixels["dino"].to(model.dtype), indices=[22], norm=False, output_fmt="NLC", intermediates_only=True,
-                stop_early=True)),
-            "siglip": 1000 * cuda_time(lambda: vb.siglip_featurizer.forward_intermediates(
-                pixels["siglip"].to(model.dtype), indices=[25], norm=False, output_fmt="NLC",
-                intermediates_only=True, stop_early=True)),
-            "dino patch_embed": 1000 * cuda_time(lambda: vb.dino_featurizer.patch_embed(pixels["dino"].to(model.dtype))),
-            "projector": 1000 * cuda_time(lambda: model.projector(torch.randn(1, 729, 2176, device="cuda",
-                                                                              dtype=model.dtype))),
-        }
-        embeds = model.embed_mmu(text, model.image_features(pixels))
-        graph = decoder.graph_for(GraphKey("mmu", 1, False, False))
-
-        def graphed_prefill() -> None:
-            graph.load_state(None)
-            decoder.prefill(graph, embeds, "mmu", None)
-        res["prefill_760_ms"] = 1000 * cuda_time(graphed_prefill)
-        res["prefill_760_eager_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
-        with kernels.reference_only():
-            res["prefill_760_reference_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
-    res["peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return res
-
-
-def stock_mamba_ssm(cfg: OmniMambaConfig, new_tokens: int = 256) -> dict:
-    """mamba_ssm's MambaLMHeadModel.generate(cg=True) on the same backbone shape (the baseline)."""
-    try:
-        from mamba_ssm.models.config_mamba import MambaConfig
-        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-    except Exception as exc:
-        return {"error": f"mamba_ssm unavailable: {exc}"}
-    mcfg = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=cfg.text_vocab_size,
-                       ssm_cfg={"layer": "Mamba2"}, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                       pad_vocab_size_multiple=16)
-    model = MambaLMHeadModel(mcfg, device="cuda", dtype=torch.bfloat16).eval()
-    prompt = torch.randint(0, 50000, (1, 72), device="cuda")
-    out: dict = {}
-    for batch in (1, 2):
-        ids = prompt.expand(batch, -1)
-
-        def gen(n: int) -> None:
-            model.generate(ids, max_length=72 + n, cg=True, top_k=1)
-        t_full, t_one = cuda_time(lambda: gen(new_tokens), repeat=3), cuda_time(lambda: gen(1), repeat=3)
-        out[f"decode_b{batch}_ms"] = 1000 * (t_full - t_one) / (new_tokens - 1)
-        if batch == 1:
-            out["t2i_256_tokens_s"] = t_full
-    long_prompt = torch.randint(0, 50000, (1, 760), device="cuda")
-    out["prefill_760_ms"] = 1000 * cuda_time(lambda: model.generate(long_prompt, max_length=761, cg=True, top_k=1))
-    del model
-    torch.cuda.empty_cache()
-    return out
 
 
 def decode_variants(model) -> dict:
@@ -205,12 +123,102 @@ def decode_variants(model) -> dict:
             kernels.DECODE_GEMV = mode
             decoder = Decoder(model)
             out[mode] = {name: decode_ms_per_step(decoder, key) for name, key in [
-                ("t2i_b1", GraphKey("t2i", 1, False, False)), ("mmu_b1", GraphKey("mmu", 1, False, False)),
-                ("t2i_cfg_b2", GraphKey("t2i", 1, False, True)), ("t2i_cfg_b8", GraphKey("t2i", 4, False, True))]}
+                ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("chat batch 1", GraphKey("mmu", 1, False, False)),
+                ("guidance batch 2", GraphKey("t2i", 1, False, True)),
+                ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True))]}
             out[mode]["layer_us"] = layer_breakdown(model)
             del decoder
     finally:
         kernels.DECODE_GEMV = saved
+    return out
+
+
+@torch.no_grad()
+def ours(model, decoder: Decoder) -> dict:
+    cfg = model.config
+    res: dict = {"decode_ms": {name: decode_ms_per_step(decoder, key) for name, key in [
+        ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("t2i batch 1 sampling", GraphKey("t2i", 1, True, False)),
+        ("guidance batch 2", GraphKey("t2i", 1, False, True)), ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True)),
+        ("chat batch 1", GraphKey("mmu", 1, False, False))]}}
+    prefix = torch.randint(0, 50000, (1, cfg.t2i_prefix_len), device="cuda")
+
+    def images(batch: int, scale: float) -> None:
+        ids = prefix.expand(batch, -1)
+        for step in image_tokens(decoder, ids, GREEDY, scale, ids if scale != 1.0 else None, report_every=0):
+            if step.done:
+                model.decode_images(step.tokens)
+    pixels = {k: torch.randn(1, 3, 384, 384, device="cuda") for k in ("dino", "siglip")}
+    text = torch.randint(0, 50000, (1, 27), device="cuda")  # 733 + 27 = a 760-token prompt
+
+    def chat(new_tokens: int) -> None:
+        embeds = model.embed_mmu(text, decoder.image_features(pixels))
+        for _ in chat_tokens(decoder, model.new_state(1), embeds, GREEDY, new_tokens):
+            pass
+    res["tasks"] = {"one image": task(lambda: images(1, 1.0), 256),
+                    "four images, guidance": task(lambda: images(4, 3.0), 4 * 256),
+                    "chat answer, 128 tokens": task(lambda: chat(128), 128)}
+    res["chat_ttft_ms"] = 1000 * cuda_time(lambda: chat(1))
+    res["vision_ms"] = 1000 * cuda_time(lambda: decoder.image_features(pixels))
+    res["vision_eager_ms"] = 1000 * cuda_time(lambda: model.image_features(pixels))
+    embeds = model.embed_mmu(text, model.image_features(pixels))
+    graph = decoder.graph_for(GraphKey("mmu", 1, False, False))
+
+    def graphed_prefill() -> None:
+        graph.load_state(None)
+        decoder.prefill(graph, embeds, "mmu", None)
+    res["prefill_760_ms"] = 1000 * cuda_time(graphed_prefill)
+    res["prefill_760_eager_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
+    with kernels.reference_only():
+        res["prefill_760_reference_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)),
+                                                           repeat=3)
+    return res
+
+
+def stock_model_from(model):
+    """mamba_ssm's MambaLMHeadModel holding our backbone's weights (image-chat LoRA merged into in_proj)."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    cfg = model.config
+    mcfg = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=cfg.text_vocab_size,
+                       ssm_cfg={"layer": "Mamba2"}, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
+                       pad_vocab_size_multiple=cfg.pad_vocab_size_multiple)
+    stock = MambaLMHeadModel(mcfg, device="cuda", dtype=model.dtype).eval()
+    ours_sd = model.mamba.state_dict()
+    sd = {}
+    for key in stock.state_dict():
+        if key.endswith("mixer.in_proj.weight"):
+            layer = int(key.split(".")[2])
+            sd[key] = model.backbone.layers[layer].mixer.in_proj.decode_weight("mmu")
+        else:
+            sd[key] = ours_sd[key]
+    stock.load_state_dict(sd, strict=True)
+    return stock
+
+
+@torch.no_grad()
+def stock_mamba_ssm(model, new_tokens: int = 256) -> dict:
+    """The baseline: mamba_ssm generate(cg=True) on our weights, for the same tasks."""
+    try:
+        stock = stock_model_from(model)
+    except Exception as exc:
+        return {"error": f"mamba_ssm unavailable: {type(exc).__name__}: {exc}"}
+    prompt = torch.randint(0, 50000, (8, 760), device="cuda")
+
+    def gen(batch: int, prompt_len: int, n: int) -> None:
+        stock.generate(prompt[:batch, :prompt_len], max_length=prompt_len + n, cg=True, top_k=1)
+    out: dict = {"decode_ms": {}}
+    for batch, name in ((1, "t2i batch 1"), (2, "guidance batch 2"), (8, "4 images + guidance batch 8")):
+        full = cuda_time(lambda: gen(batch, 72, new_tokens), repeat=3)
+        one = cuda_time(lambda: gen(batch, 72, 1), repeat=3)
+        out["decode_ms"][name] = 1000 * (full - one) / (new_tokens - 1)
+    out["decode_ms"]["chat batch 1"] = out["decode_ms"]["t2i batch 1"]
+    out["tasks"] = {"one image": task(lambda: gen(1, 72, 256), 256),  # no VQ decode: a lower bound
+                    "four images, guidance": task(lambda: gen(8, 72, 256), 4 * 256),
+                    "chat answer, 128 tokens": task(lambda: gen(1, 760, 128), 128)}  # no vision: a lower bound
+    out["prefill_760_ms"] = 1000 * cuda_time(lambda: gen(1, 760, 1))
+    del stock
+    torch.cuda.empty_cache()
     return out
 
 
@@ -223,46 +231,44 @@ def run(dtype: torch.dtype = torch.bfloat16, baseline: bool = True) -> dict:
     model = random_model(cfg, "cuda", dtype)
     decoder = Decoder(model)
     result["ours"] = ours(model, decoder)
-    result["layer_breakdown_us"] = layer_breakdown(model)
+    result["floor_ms"] = {t: step_bytes(model, t) / (result["copy_gbs"] * 1e9) * 1000 for t in ("t2i", "mmu")}
     result["decode_variants"] = decode_variants(model)
-    for task in ("t2i", "mmu"):
-        floor_ms = weight_bytes_per_step(model, task) / (result["copy_gbs"] * 1e9) * 1000
-        result[f"floor_{task}_ms"] = floor_ms
-    del decoder, model
+    del decoder
     torch.cuda.empty_cache()
     if baseline:
-        result["stock_mamba_ssm"] = stock_mamba_ssm(cfg)
+        result["stock_mamba_ssm"] = stock_mamba_ssm(model)
     print_table(result)
     return result
 
 
 def print_table(r: dict) -> None:
     o, s = r["ours"], r.get("stock_mamba_ssm", {})
-    rows = [
-        ("decode T2I batch 1, ms/token", o["decode_t2i_b1_ms"], s.get("decode_b1_ms")),
-        ("decode T2I batch 1 sampling, ms/token", o["decode_t2i_b1_sampling_ms"], None),
-        ("decode T2I guidance (batch 2), ms/step", o["decode_t2i_cfg_b2_ms"], s.get("decode_b2_ms")),
-        ("decode T2I 4 images + guidance (batch 8), ms/step", o["decode_t2i_cfg_b8_ms"], None),
-        ("decode image chat batch 1, ms/token", o["decode_mmu_b1_ms"], None),
-        ("one image (256 tokens + VQ), s", o["t2i_one_image_s"], s.get("t2i_256_tokens_s")),
-        ("four images with guidance, s", o["t2i_four_images_cfg_s"], None),
-        ("image chat time to first token (vision + 760 prefill), ms", o["chat_ttft_ms"], None),
-        ("vision towers + projector (CUDA graph), ms", o["vision_ms"], None),
-        ("vision towers + projector (eager), ms", o["vision_eager_ms"], None),
-        ("prefill 760 tokens (graphed pieces), ms", o["prefill_760_ms"], s.get("prefill_760_ms")),
-        ("prefill 760 tokens (eager), ms", o["prefill_760_eager_ms"], None),
-        ("prefill 760 tokens, pure PyTorch reference, ms", o["prefill_760_reference_ms"], None),
-    ]
-    print(f"\n{r['gpu']}  torch {r['torch']}  {r['dtype']}  copy {r['copy_gbs']:.0f} GB/s")
-    print(f"kernels: {r['backends']}")
-    print(f"bandwidth floor per token: T2I {r['floor_t2i_ms']:.3f} ms, chat {r['floor_mmu_ms']:.3f} ms")
-    print(f"{'measure':58s} {'ours':>10s} {'mamba_ssm':>10s} {'ratio':>7s}")
-    for name, mine, theirs in rows:
-        ratio = f"{theirs / mine:6.2f}x" if theirs else ""
-        print(f"{name:58s} {mine:10.3f} {theirs if theirs is not None else float('nan'):10.3f} {ratio}")
-    print(f"peak VRAM (ours): {o['peak_vram_gib']:.2f} GiB")
+    print(f"\n{r['gpu']}  torch {r['torch']}  {r['dtype']}  copy {r['copy_gbs']:.0f} GB/s; kernels: {r['backends']}")
+    print(f"bandwidth floor per token: image {r['floor_ms']['t2i']:.3f} ms, chat {r['floor_ms']['mmu']:.3f} ms")
+    print(f"{'decode, ms per step':36s} {'ours':>9s} {'mamba_ssm':>10s} {'speed-up':>9s} {'of floor':>9s}")
+    for name, mine in o["decode_ms"].items():
+        theirs = s.get("decode_ms", {}).get(name)
+        floor = r["floor_ms"]["mmu" if "chat" in name else "t2i"] if "batch 1" in name else None
+        print(f"{name:36s} {mine:9.3f} {_fmt(theirs):>10s} {_ratio(theirs, mine):>9s} "
+              f"{(f'{floor / mine:8.0%}' if floor else ''):>9s}")
+    print(f"{'task':36s} {'ours s':>9s} {'tok/s':>8s} {'GiB':>6s} {'stock s':>9s} {'tok/s':>8s} {'GiB':>6s} {'speed-up':>9s}")
+    for name, mine in o["tasks"].items():
+        theirs = s.get("tasks", {}).get(name, {})
+        print(f"{name:36s} {mine['s']:9.3f} {mine['tokens_per_s']:8.0f} {mine['peak_gib']:6.2f} "
+              f"{_fmt(theirs.get('s')):>9s} {_fmt(theirs.get('tokens_per_s'), 0):>8s} {_fmt(theirs.get('peak_gib'), 2):>6s} "
+              f"{_ratio(theirs.get('s'), mine['s']):>9s}")
+    print(f"image-chat time to first token {o['chat_ttft_ms']:.1f} ms = vision {o['vision_ms']:.1f} ms "
+          f"(eager {o['vision_eager_ms']:.1f}) + prefill of 760 {o['prefill_760_ms']:.1f} ms "
+          f"(eager {o['prefill_760_eager_ms']:.1f}, pure PyTorch {o['prefill_760_reference_ms']:.1f}, "
+          f"stock {_fmt(s.get('prefill_760_ms'), 1)})")
     for mode, v in r["decode_variants"].items():
         print(f"decode GEMV {mode}: " + ", ".join(f"{k} {x:.3f} ms" for k, x in v.items() if k != "layer_us")
-              + " | layer us: " + ", ".join(f"{k} {x:.1f}" for k, x in v["layer_us"].items()))
-    print("vision parts (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in o["vision_parts_ms"].items()))
-    print("one layer's decode pieces (us): " + ", ".join(f"{k} {v:.1f}" for k, v in r["layer_breakdown_us"].items()))
+              + " | one layer, us: " + ", ".join(f"{k} {x:.1f}" for k, x in v["layer_us"].items()))
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ratio(theirs: float | None, mine: float) -> str:
+    return "" if theirs is None else f"{theirs / mine:.2f}x"

@@ -164,3 +164,33 @@ def test_decode_fast_equals_reference_graph_equals_eager_and_teacher_forcing(twi
     bf16_fast, bf16_ref = rel(half_logits[:m], ref_logits[:m]), rel(half_ref_logits[:m], ref_logits[:m])
     print(f"{task} bf16 vs fp32 reference over {m} steps: fast {bf16_fast:.3e}, reference {bf16_ref:.3e}")
     assert m >= 1 and bf16_fast <= 1.5 * bf16_ref + 1e-3
+
+
+def test_engine_end_to_end_on_the_1p3b_config(tokenizer):
+    """Chat (follow-ups reuse the state; an evicted session rebuilt gives the same answer) and images through
+    the engine with CUDA graphs everywhere."""
+    import numpy as np
+    from PIL import Image
+
+    from omnimamba.engine import Engine
+    from omnimamba.sampling import SamplingParams
+
+    engine = Engine(random_model(OmniMambaConfig.official(), "cuda", torch.bfloat16, seed=3), tokenizer)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    live, rebuilt = engine.new_session(image), engine.new_session(image)
+    for question in ["What is in the image?", "Describe the colours."]:
+        for session in (live, rebuilt):
+            events = list(engine.chat(session, question, max_new_tokens=8))
+    engine.sessions[rebuilt].state = None
+    a = list(engine.chat(live, "Anything else?", max_new_tokens=8))[-1]
+    b = list(engine.chat(rebuilt, "Anything else?", max_new_tokens=8))[-1]
+    print("chat:", repr(a.text), a.metrics.as_dict())
+    assert a.text == b.text and a.metrics.tokens == 8 and a.metrics.peak_vram_gib > 1
+    sampled = SamplingParams(top_k=0, temperature=1.0, seed=5)
+    runs = [list(engine.text_to_image("a red cube", 2, sampled, guidance_scale=3.0)) for _ in range(2)]
+    final = runs[0][-1]
+    print("t2i:", final.metrics.as_dict())
+    assert len(final.images) == 2 and final.images[0].size == (256, 256)
+    assert all((np.asarray(x) == np.asarray(y)).all() for x, y in zip(final.images, runs[1][-1].images))
+    del engine
+    torch.cuda.empty_cache()

@@ -1,0 +1,306 @@
+"""Long-context benchmark: OmniMamba's backbone against a same-size Transformer as the context grows.
+
+For each context length L: time to first token (prefill of L tokens), decode ms/token after it, and peak GPU
+memory, for
+  * OmniMamba (our engine's prefill pieces and decode step, bf16, random weights),
+  * a Phi-1.5-shaped Transformer (Show-o's backbone: 24 layers, hidden 2048, 32 heads) through transformers,
+    sdpa attention, random weights, in three modes: static KV cache + torch.compile (the best a Transformer
+    user gets), the default dynamic cache, and no cache (the whole sequence recomputed for every token, the
+    way Show-o's image-chat decoding works; only where it finishes in reasonable time).
+Out of memory or out of time is recorded as such, never extrapolated. OmniMamba's own position tables stop
+real prompts at 1,500 (chat) and 329 (image) positions; this measures the backbone, as the paper does.
+
+    python -m omnimamba bench --long-context --lengths 1k,4k,16k,64k,100k --out outputs/bench
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import OmniMambaConfig
+from .generation import Decoder, GraphKey, StaticGraph, _power_of_two_pieces
+from .model.init import random_model
+
+log = logging.getLogger(__name__)
+
+NEW_TOKENS = 32
+NO_CACHE_BUDGET_S = 60.0  # the no-cache loop is skipped where one run would take longer than this
+PHI_1_5 = dict(vocab_size=51200, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+               num_attention_heads=32, partial_rotary_factor=0.5, tie_word_embeddings=False)
+
+
+@dataclass
+class Case:
+    model: str
+    mode: str
+    length: int
+    ttft_s: float | None = None
+    ms_per_token: float | None = None
+    peak_gib: float | None = None
+    status: str = "ok"  # ok | oom | skipped: why | error: what
+
+
+def parse_lengths(text: str) -> list[int]:
+    """"1k,4k,16k,64k,100k" -> [1000, 4000, 16000, 64000, 100000] (k = 1000)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        out.append(int(float(part[:-1]) * 1000) if part.endswith("k") else int(part))
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _guarded(case: Case, fn: Callable[[Case], None]) -> Case:
+    try:
+        fn(case)
+    except torch.OutOfMemoryError:
+        case.status = "oom"
+        torch.cuda.empty_cache()
+    except Exception as exc:  # one failing case must not lose the others' numbers; the table shows why
+        case.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        log.exception("%s %s at %d failed", case.model, case.mode, case.length)
+    return case
+
+
+# ------------------------------------------------------------------------------------------- OmniMamba
+@torch.no_grad()
+def omnimamba_cases(lengths: list[int], config: OmniMambaConfig, device: torch.device,
+                    dtype: torch.dtype = torch.bfloat16, new_tokens: int = NEW_TOKENS) -> list[Case]:
+    model = random_model(config, device, dtype)
+    decoder = Decoder(model)
+    graph = decoder.graph_for(GraphKey("mmu", 1, False, False))
+    table = model.backbone.embedding.weight
+    token = torch.zeros(1, dtype=torch.long, device=device)
+
+    def step() -> None:  # embed the last token (no position table: it ends at 1,500), 48 layers, head, argmax
+        logits = model.mamba.step_logits(torch.nn.functional.embedding(token, table), "mmu", graph.state)
+        token.copy_(logits.argmax(-1))
+    run_step = StaticGraph(step, [], decoder.pool) if decoder.use_cuda_graphs else step
+
+    def measure(case: Case) -> None:
+        ids = torch.randint(0, config.text_vocab_size, (1, case.length), device=device)
+        graph.load_state(None)
+        _reset_peak(device)
+
+        def prefill() -> None:
+            start = 0
+            for size in _power_of_two_pieces(case.length) if decoder.use_cuda_graphs else [case.length]:
+                piece = model.backbone.embedding(ids[:, start:start + size])
+                (decoder._prefix_piece(graph, size) if decoder.use_cuda_graphs
+                 else lambda e: model.backbone(e, "mmu", graph.state))(piece)
+                start += size
+        case.ttft_s = _timed(prefill, device)
+        seconds = _timed(lambda: [run_step() for _ in range(new_tokens)], device)
+        case.ms_per_token = 1000 * seconds / new_tokens
+        case.peak_gib = _peak_gib(device)
+    cases = [_guarded(Case("OmniMamba", "recurrent state", length), measure) for length in lengths]
+    del decoder, model, run_step
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    return cases
+
+
+# ------------------------------------------------------------------------------------------- Transformer
+def phi_model(device: torch.device, dtype: torch.dtype, max_positions: int, **overrides):
+    from transformers import PhiConfig, PhiForCausalLM
+
+    cfg = PhiConfig(**{**PHI_1_5, **overrides}, max_position_embeddings=max_positions)
+    cfg._attn_implementation = "sdpa"
+    return PhiForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+
+
+@torch.no_grad()
+def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dtype = torch.bfloat16,
+                      new_tokens: int = NEW_TOKENS, modes: tuple[str, ...] = ("static+compile", "dynamic", "no cache"),
+                      compile_lengths: list[int] | None = None, **overrides) -> list[Case]:
+    model = phi_model(device, dtype, max(lengths) + new_tokens + 8, **overrides)
+    vocab = model.config.vocab_size
+    cases: list[Case] = []
+    for mode in modes:
+        slow = False
+        for length in lengths:
+            case = Case("Transformer (Phi-1.5 shape)", mode, length)
+            if mode == "static+compile" and compile_lengths is not None and length not in compile_lengths:
+                case.status = "skipped: one compile per cache length; measured at " + ", ".join(map(str, compile_lengths))
+            elif mode == "no cache" and slow:
+                case.status = f"skipped: over {NO_CACHE_BUDGET_S:.0f} s per run at a shorter length"
+            else:
+                ids = torch.randint(0, vocab, (1, length), device=device)
+                _guarded(case, lambda c: _transformer_case(model, ids, mode, new_tokens, c))
+                slow = mode == "no cache" and case.ms_per_token is not None and (
+                    case.ms_per_token * new_tokens / 1000 * 4 > NO_CACHE_BUDGET_S)
+            cases.append(case)
+    del model
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    return cases
+
+
+def _transformer_case(model, ids: torch.Tensor, mode: str, new_tokens: int, case: Case) -> None:
+    device = ids.device
+    if mode == "no cache":
+        def loop(n: int) -> None:
+            seq = ids
+            for _ in range(n):
+                nxt = model(seq, use_cache=False, logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
+                seq = torch.cat([seq, nxt], dim=1)
+        _reset_peak(device)
+        case.ttft_s = _timed(lambda: loop(1), device)
+        n = max(2, min(new_tokens, 4))
+        case.ms_per_token = 1000 * (_timed(lambda: loop(n), device) - case.ttft_s) / (n - 1)
+        case.peak_gib = _peak_gib(device)
+        return
+    # a static cache makes transformers compile the decode step itself (mode "reduce-overhead": CUDA graphs)
+    kwargs = dict(do_sample=False, pad_token_id=0, cache_implementation="static" if mode == "static+compile" else None)
+    generate = lambda n: model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kwargs)  # noqa: E731
+    generate(new_tokens)  # warm-up: compilation, cuBLAS plans
+    _reset_peak(device)
+    case.ttft_s = _timed(lambda: generate(1), device)
+    full = _timed(lambda: generate(new_tokens), device)
+    case.ms_per_token = 1000 * (full - case.ttft_s) / (new_tokens - 1)
+    case.peak_gib = _peak_gib(device)
+
+
+# ------------------------------------------------------------------------------------------- report
+def floors(cases: list[Case], copy_gbs: float | None, omnimamba_bytes: int, phi_bytes: int) -> dict:
+    """Bandwidth floor per token: weights (+ the KV cache for the Transformer) read once at copy speed."""
+    if not copy_gbs:
+        return {}
+    kv_per_token = 2 * PHI_1_5["num_hidden_layers"] * PHI_1_5["hidden_size"] * 2  # bf16 K and V
+    out = {}
+    for c in cases:
+        if c.ms_per_token is None:
+            continue
+        moved = omnimamba_bytes if c.model == "OmniMamba" else phi_bytes + kv_per_token * c.length
+        floor_ms = moved / (copy_gbs * 1e9) * 1000
+        out[f"{c.model}|{c.mode}|{c.length}"] = {"floor_ms": floor_ms, "fraction_of_floor": floor_ms / c.ms_per_token}
+    return out
+
+
+def markdown_table(cases: list[Case]) -> str:
+    lengths = sorted({c.length for c in cases})
+    rows = sorted({(c.model, c.mode) for c in cases}, key=lambda r: (r[0] != "OmniMamba", r))
+    head = "| model | mode | " + " | ".join(f"L={n:,}" for n in lengths) + " |"
+    lines = [head, "|" + " --- |" * (len(lengths) + 2)]
+    for metric, unit in (("ms_per_token", "ms/token"), ("peak_gib", "peak GiB"), ("ttft_s", "prefill s")):
+        for model, mode in rows:
+            cells = []
+            for n in lengths:
+                c = next((c for c in cases if (c.model, c.mode, c.length) == (model, mode, n)), None)
+                value = getattr(c, metric) if c else None
+                cells.append(f"{value:.3g}" if value is not None else (c.status.split(":")[0] if c else ""))
+            lines.append(f"| {model} | {mode}, {unit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(cases: list[Case], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric, label, name in (("ms_per_token", "decode ms/token", "decode_ms_per_token.png"),
+                                ("peak_gib", "peak GPU memory (GiB)", "peak_memory.png")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        for model, mode in sorted({(c.model, c.mode) for c in cases}):
+            pts = [(c.length, getattr(c, metric)) for c in cases
+                   if (c.model, c.mode) == (model, mode) and getattr(c, metric) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{model}: {mode}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:  # e.g. no GPU memory numbers on a CPU run
+            ax.text(0.5, 0.5, "not measured on this device", ha="center", transform=ax.transAxes)
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.device | None = None,
+        config: OmniMambaConfig | None = None, phi_overrides: dict | None = None,
+        compile_lengths: list[int] | None = None, new_tokens: int = NEW_TOKENS) -> dict:
+    """Measure every case, write results.json, the two plots and benchmarks.md into out_dir."""
+    from .bench_tasks import copy_bandwidth_gbs
+
+    lengths = parse_lengths(lengths) if isinstance(lengths, str) else list(lengths)
+    device = torch.device(device or "cuda")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = config or OmniMambaConfig.official()
+    cases = omnimamba_cases(lengths, config, device, new_tokens=new_tokens)
+    modes = ("static+compile", "dynamic", "no cache") if device.type == "cuda" else ("dynamic", "no cache")
+    cases += transformer_cases(lengths, device, new_tokens=new_tokens, modes=modes,
+                               compile_lengths=compile_lengths, **(phi_overrides or {}))
+    copy_gbs = copy_bandwidth_gbs() if device.type == "cuda" else None
+    result = {
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "versions": _versions(), "lengths": lengths, "new_tokens": new_tokens, "copy_gbs": copy_gbs,
+        "cases": [asdict(c) for c in cases],
+        "floors": floors(cases, copy_gbs, _omnimamba_step_bytes(config), _phi_bytes(phi_overrides or {})),
+    }
+    (out_dir / "long_context.json").write_text(json.dumps(result, indent=1))
+    result["plots"] = [str(p) for p in plot(cases, out_dir)]
+    table = markdown_table(cases)
+    (out_dir / "long_context.md").write_text(f"# Long context on {result['gpu']}\n\n{table}\n")
+    print(table)
+    return result
+
+
+def _omnimamba_step_bytes(cfg: OmniMambaConfig) -> int:
+    """bf16 bytes a batch-1 decode step reads: merged in_proj, out_proj, small tensors, the text head."""
+    per_layer = cfg.d_in_proj * cfg.d_model + cfg.d_model * cfg.d_inner + cfg.conv_dim * (cfg.d_conv + 1)
+    return 2 * (cfg.n_layer * per_layer + cfg.padded_text_vocab * cfg.d_model)
+
+
+def _phi_bytes(overrides: dict) -> int:
+    p = {**PHI_1_5, **overrides}
+    h, inter = p["hidden_size"], p["intermediate_size"]
+    per_layer = 4 * h * h + 2 * h * inter
+    return 2 * (p["num_hidden_layers"] * per_layer + p["vocab_size"] * h)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"torch": torch.__version__}
+    for name in ("transformers", "triton", "mamba_ssm"):
+        try:
+            out[name] = md.version(name.replace("_", "-"))
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -121,10 +121,7 @@ def omnimamba_cases(lengths: list[int], config: OmniMambaConfig, device: torch.d
         seconds = _timed(lambda: [run_step() for _ in range(new_tokens)], device)
         case.ms_per_token = 1000 * seconds / new_tokens
         case.peak_gib = _peak_gib(device)
-    cases = [_guarded(Case("OmniMamba", "recurrent state", length), measure) for length in lengths]
-    del decoder, model, run_step
-    torch.cuda.empty_cache() if device.type == "cuda" else None
-    return cases
+    return [_guarded(Case("OmniMamba", "recurrent state", length), measure) for length in lengths]
 
 
 # ------------------------------------------------------------------------------------------- Transformer
@@ -157,8 +154,6 @@ def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dty
                 slow = mode == "no cache" and case.ms_per_token is not None and (
                     case.ms_per_token * new_tokens / 1000 * 4 > NO_CACHE_BUDGET_S)
             cases.append(case)
-    del model
-    torch.cuda.empty_cache() if device.type == "cuda" else None
     return cases
 
 
@@ -263,6 +258,7 @@ def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.devic
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or OmniMambaConfig.official()
     cases = omnimamba_cases(lengths, config, device, new_tokens=new_tokens)
+    _reset_peak(device)  # the OmniMamba model is gone with its function; free its cached blocks
     modes = ("static+compile", "dynamic", "no cache") if device.type == "cuda" else ("dynamic", "no cache")
     cases += transformer_cases(lengths, device, new_tokens=new_tokens, modes=modes,
                                compile_lengths=compile_lengths, **(phi_overrides or {}))

@@ -217,8 +217,6 @@ def stock_mamba_ssm(model, new_tokens: int = 256) -> dict:
                     "four images, guidance": task(lambda: gen(8, 72, 256), 4 * 256),
                     "chat answer, 128 tokens": task(lambda: gen(1, 760, 128), 128)}  # no vision: a lower bound
     out["prefill_760_ms"] = 1000 * cuda_time(lambda: gen(1, 760, 1))
-    del stock
-    torch.cuda.empty_cache()
     return out
 
 

@@ -109,7 +109,8 @@ def test_closing_a_chat_stream_keeps_a_consistent_state(decoder):
     embeds = model.embed_mmu(torch.randint(1, 50000, (1, 5)), None)
     state = model.new_state(1)
     stream = chat_tokens(decoder, state, embeds, SamplingParams(), 100)
-    taken = [next(stream).token for _ in range(4)]
+    for _ in range(4):
+        next(stream)
     stream.close()
     assert state.seqlen == embeds.shape[1] + 3  # prompt + all taken tokens but the last
 

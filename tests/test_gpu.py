@@ -180,7 +180,7 @@ def test_engine_end_to_end_on_the_1p3b_config(tokenizer):
     live, rebuilt = engine.new_session(image), engine.new_session(image)
     for question in ["What is in the image?", "Describe the colours."]:
         for session in (live, rebuilt):
-            events = list(engine.chat(session, question, max_new_tokens=8))
+            list(engine.chat(session, question, max_new_tokens=8))
     engine.sessions[rebuilt].state = None
     a = list(engine.chat(live, "Anything else?", max_new_tokens=8))[-1]
     b = list(engine.chat(rebuilt, "Anything else?", max_new_tokens=8))[-1]

@@ -61,12 +61,16 @@ def write_assets(cache: Path, tokenizer: Path) -> float:
 
 
 LOAD_SNIPPET = """
-import json, time, torch
+import json, time
 t0 = time.perf_counter()
+import torch
+t_torch = time.perf_counter()
 from omnimamba.hub import load_model
+t_import = time.perf_counter()
 model, report = load_model(device="cuda", dtype=torch.bfloat16, cache_dir={cache!r}, offline=True)
 torch.cuda.synchronize()
 report["ready_s"] = time.perf_counter() - t0
+report["import_torch_s"], report["import_omnimamba_s"] = t_torch - t0, t_import - t_torch
 report["gib_on_gpu"] = torch.cuda.memory_allocated() / 2**30
 print("RESULT " + json.dumps(report))
 """

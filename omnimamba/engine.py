@@ -71,6 +71,8 @@ class Engine:
     def __init__(self, model: OmniMamba, tokenizer: OmniTokenizer, label: str = "OmniMamba-1.3B",
                  max_sessions: int = 256, max_live_states: int = 16, use_cuda_graphs: bool | None = None):
         self.model, self.tokenizer, self.label = model, tokenizer, label
+        if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors
+            model.merge_lora(release_unmerged=True)
         self.decoder = Decoder(model, use_cuda_graphs)
         self.lock = threading.Lock()
         self.sessions: OrderedDict[str, ChatSession] = OrderedDict()

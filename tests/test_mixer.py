@@ -83,3 +83,17 @@ def test_prefill_pieces_are_powers_of_two_that_add_up():
     assert _power_of_two_pieces(745) == [512, 128, 64, 32, 8, 1]
     assert _power_of_two_pieces(1) == [1] and _power_of_two_pieces(3000) == [1024, 1024, 512, 256, 128, 32, 16, 8]
     assert all(sum(_power_of_two_pieces(n)) == n for n in range(1, 2000))
+
+
+def test_serving_can_keep_only_the_merged_weights(tiny_model):
+    x = torch.randn(1, 7, tiny_model.config.d_model)
+    with torch.no_grad():
+        before = [tiny_model.backbone(x, task) for task in ("mmu", "t2i")]
+        tiny_model.merge_lora(release_unmerged=True)
+        after = [tiny_model.backbone(x, task) for task in ("mmu", "t2i")]
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    keys = tiny_model.state_dict().keys()
+    assert not any(k.endswith(("in_proj.weight", "lora_A0.weight")) for k in keys)
+    with pytest.raises(RuntimeError, match="reload the model"):
+        tiny_model.backbone.layers[0].mixer.in_proj.unmerge()

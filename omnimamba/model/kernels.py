@@ -16,10 +16,11 @@ Every dispatcher falls back per kernel, so a missing package slows one piece dow
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +30,18 @@ from .ssd import causal_conv_ref, conv_step_ref, gated_rms_norm_ref, rms_norm_re
 
 log = logging.getLogger(__name__)
 
-try:  # the official fast scan; needs a CUDA build of mamba-ssm (or its pure-Python wheel + Triton)
-    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-    _SCAN_HAS_STATE_DTYPE = "state_dtype" in inspect.signature(mamba_chunk_scan_combined).parameters
-except Exception as exc:  # any import failure (missing package, missing compiled module) means: use the twin
-    mamba_chunk_scan_combined, _SCAN_HAS_STATE_DTYPE = None, False
-    log.debug("mamba_ssm scan unavailable: %s", exc)
+@functools.cache
+def _mamba_scan() -> Callable | None:
+    """mamba_ssm's chunked scan, imported on first use: importing mamba_ssm pulls in transformers (seconds of
+    start-up) and only the GPU sequence path needs it. None when it is not installed or does not import."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception as exc:  # any import failure (missing package, missing compiled module) means: use the twin
+        log.info("mamba_ssm scan unavailable (%s); using the PyTorch reference scan", exc)
+        return None
+    if "state_dtype" in inspect.signature(mamba_chunk_scan_combined).parameters:
+        return functools.partial(mamba_chunk_scan_combined, state_dtype=torch.float32)
+    return mamba_chunk_scan_combined
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -77,7 +84,7 @@ def backends(device: torch.device | str = "cuda") -> dict[str, str]:
     """Which implementation each kernel uses on `device`."""
     on_cuda = torch.device(device).type == "cuda" and not _force_reference
     return {
-        "scan": "mamba_ssm triton" if on_cuda and mamba_chunk_scan_combined else "pytorch reference",
+        "scan": "mamba_ssm triton" if on_cuda and _mamba_scan() else "pytorch reference",
         "conv": "causal-conv1d" if on_cuda and causal_conv1d_fn else "pytorch conv1d",
         "decode": "omnimamba triton (fused)" if on_cuda and triton else "pytorch reference",
     }
@@ -93,11 +100,10 @@ def describe_backends(device: torch.device | str = "cuda") -> str:
 def ssd_scan(x: Tensor, dt_raw: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
              chunk_size: int, initial_state: Tensor | None) -> tuple[Tensor, Tensor]:
     """x (b, l, h, p); dt_raw (b, l, h) before bias and softplus; B, C (b, l, n). Returns y, final state (fp32)."""
-    if _fast(x) and mamba_chunk_scan_combined is not None:
-        extra = {"state_dtype": torch.float32} if _SCAN_HAS_STATE_DTYPE else {}
-        y, final = mamba_chunk_scan_combined(
-            x, dt_raw, A, B[:, :, None], C[:, :, None], chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
-            initial_states=initial_state, return_final_states=True, **extra)
+    scan = _mamba_scan() if _fast(x) else None
+    if scan is not None:
+        y, final = scan(x, dt_raw, A, B[:, :, None], C[:, :, None], chunk_size, D=D, dt_bias=dt_bias,
+                        dt_softplus=True, initial_states=initial_state, return_final_states=True)
         return y, final.float()
     dt = F.softplus(dt_raw.float() + dt_bias.float())
     return ssd_scan_ref(x, dt, A, B, C, D, chunk_size, initial_state)

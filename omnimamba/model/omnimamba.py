@@ -70,15 +70,17 @@ class OmniMamba(nn.Module):
     def new_state(self, batch_size: int = 1) -> InferenceState:
         return InferenceState.zeros(self.config, batch_size, self.device, self.dtype)
 
-    def merge_lora(self) -> "OmniMamba":
-        """Precompute per-task in_proj weights (W + 4 B A): same function, one matmul per decode step."""
+    def merge_lora(self, tasks: tuple[str, ...] = ("mmu", "t2i"), release_unmerged: bool = False) -> "OmniMamba":
+        """Precompute per-task in_proj weights (W + 4 B A): same function, one matmul per decode step.
+        release_unmerged: inference only, drop W and the LoRA factors afterwards (see TaskLoRALinear.merge)."""
         for layer in self.backbone.layers:
-            layer.mixer.in_proj.merge()
+            layer.mixer.in_proj.merge(tasks, release_unmerged)
         return self
 
     def unmerge_lora(self) -> "OmniMamba":
         for layer in self.backbone.layers:
-            layer.mixer.in_proj.unmerge()
+            if layer.mixer.in_proj.weight is not None:
+                layer.mixer.in_proj.unmerge()
         return self
 
     @property

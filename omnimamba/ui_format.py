@@ -43,7 +43,7 @@ def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
 def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+    return f"{seconds * 1000:,.0f} ms" if seconds < 1 else f"{seconds:,.2f} s"
 
 
 def _card(label: str, value: str, sub: str = "", kind: str = "", title: str = "") -> str:

@@ -1,0 +1,291 @@
+"""The Gradio app around the tiny random model: served in-process, driven through gradio_client; plus its handlers
+and its formatting without a server. CPU only, a few seconds."""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from omnimamba.engine import Engine
+from omnimamba.metrics import RequestMetrics
+from omnimamba.model.omnimamba import EOS_ID
+from omnimamba.sampling import SamplingParams
+from omnimamba.ui_format import header_html, panel_html
+
+ROOT = Path(__file__).resolve().parents[1]
+HOUSE = ROOT / "assets" / "examples" / "house.png"
+WAIT_S = 60  # no single call below should come near this
+METRIC_FIELDS = {"task", "device", "dtype", "backend", "tokens", "steps", "ttft_s", "decode_tokens_per_s",
+                 "ms_per_step", "total_s", "peak_vram_gib", "vram_in_use_gib", "vram_total_gib", "done",
+                 "stop_reason", "seed", "note"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_shared, tokenizer) -> Engine:
+    return Engine(copy.deepcopy(tiny_model_shared), tokenizer, label="tiny-random (test)", use_cuda_graphs=False)
+
+
+@pytest.fixture(scope="module")
+def served(engine):
+    demo = app.build_demo(engine)
+    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
+    try:
+        yield engine, Client(url, verbose=False, download_files=False)
+    finally:
+        demo.close()
+
+
+def chat(client: Client, image=None, question="What is in the picture?", session="", max_new_tokens=12,
+         temperature=1.0, top_k=1, top_p=0.0, seed=-1):
+    job = client.submit(handle_file(str(image)) if image else None, question, session, max_new_tokens,
+                        temperature, top_k, top_p, seed, api_name="/chat")
+    job.result(timeout=WAIT_S)
+    return job.outputs()
+
+
+def text_to_image(client: Client, prompt="a red cube on a table", num_images=2, seed=7, temperature=1.0, top_k=0,
+                  top_p=0.0, guidance_scale=1.0, previews=True):
+    job = client.submit(prompt, num_images, seed, temperature, top_k, top_p, guidance_scale, previews,
+                        api_name="/text_to_image")
+    job.result(timeout=WAIT_S)
+    return job.outputs()
+
+
+# ---------------------------------------------------------------------------------------------- through the API
+def test_the_api_names_its_endpoints(served):
+    _, client = served
+    api = client.view_api(print_info=False, return_format="dict")
+    assert {"/chat", "/text_to_image", "/compare_text_to_image", "/compare_chat"} <= set(api["named_endpoints"])
+
+
+def test_chat_streams_text_and_metrics_and_a_follow_up_reuses_the_state(served):
+    engine, client = served
+    outputs = chat(client, HOUSE, max_new_tokens=12)
+    texts = [text for text, _, _ in outputs]
+    assert len(outputs) >= 3 and len(set(texts)) >= 3, "the answer should arrive in several updates"
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))
+    text, metrics, session = outputs[-1]
+    assert METRIC_FIELDS <= set(metrics)
+    assert metrics["task"] == "chat" and metrics["device"] == "CPU" and metrics["done"]
+    assert 1 <= metrics["tokens"] <= 12 and metrics["ttft_s"] > 0 and metrics["vram_total_gib"] is None
+    assert not outputs[0][1]["done"], "metrics stream too, not only at the end"
+
+    live = engine.sessions[session]
+    before, pending = live.state.seqlen, list(live.pending)
+    outputs = chat(client, question="And the colours?", session=session, max_new_tokens=5)
+    assert outputs[-1][2] == session and engine.sessions[session].turns == 2
+    fed = engine.sessions[session].state.seqlen - before  # only the new turn, not the image again
+    turn = len(engine.tokenizer.chat_turn("And the colours?"))
+    assert fed == len(pending) + (pending != [EOS_ID]) + turn + outputs[-1][1]["tokens"] - 1
+
+
+def test_text_to_image_streams_previews_then_final_pngs(served):
+    _, client = served
+    outputs = text_to_image(client, num_images=2, seed=7)
+    with_images = [images for images, _ in outputs if images]
+    assert len(with_images) >= 2, "previews first, then the final images"
+    final, metrics = outputs[-1]
+    assert len(final) == 2
+    for item in final:
+        with Image.open(item["image"]["path"]) as image:
+            assert image.size == (64, 64) and image.format == "PNG"
+    assert METRIC_FIELDS <= set(metrics) and {"rows_done"} <= set(metrics)
+    assert metrics["task"] == "t2i" and metrics["done"] and metrics["tokens"] == 2 * 64 and metrics["seed"] == 7
+    assert [m["done"] for _, m in outputs].count(True) == 1
+
+    again = text_to_image(client, num_images=2, seed=7, previews=False)
+    assert [images for images, _ in again if images] == [again[-1][0]], "no previews when they are off"
+    for a, b in zip(final, again[-1][0]):
+        assert Image.open(a["image"]["path"]).tobytes() == Image.open(b["image"]["path"]).tobytes()
+
+
+def test_a_long_prompt_is_truncated_with_a_note(served):
+    _, client = served
+    _, metrics = text_to_image(client, prompt="a very long prompt " * 20, num_images=1, previews=False)[-1]
+    assert "truncated" in metrics["note"]
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims `width` x `height` pixels but holds almost nothing: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c, tmp: chat(c, question="   "), "empty"),
+    (lambda c, tmp: chat(c, top_p=2.0), "top_p"),
+    (lambda c, tmp: chat(c, seed=1.5), "seed"),
+    (lambda c, tmp: chat(c, max_new_tokens=0), "max new tokens"),
+    (lambda c, tmp: chat(c, session="no-such-session"), "expired"),
+    (lambda c, tmp: chat(c, image=tmp / "notes.txt"), "Invalid file type"),
+    (lambda c, tmp: chat(c, image=tmp / "fake.png"), "could not be read as an image"),
+    (lambda c, tmp: chat(c, image=write_png_header(tmp / "bomb.png", 30_000, 30_000)), "too large"),
+    (lambda c, tmp: chat(c, image=write_png_header(tmp / "big.png", 8_000, 6_000)), "megapixels"),
+    (lambda c, tmp: text_to_image(c, prompt=""), "empty"),
+    (lambda c, tmp: text_to_image(c, num_images=9), "number of images"),
+    (lambda c, tmp: text_to_image(c, temperature=-1.0), "temperature"),
+    (lambda c, tmp: text_to_image(c, guidance_scale=50.0), "guidance"),
+], ids=["empty-question", "top-p", "seed", "max-tokens", "session", "text-file", "not-an-image", "bomb",
+        "48-megapixels", "empty-prompt", "nine-images", "temperature", "guidance"])
+def test_bad_input_is_a_message_and_the_server_keeps_serving(served, tmp_path, call, message):
+    engine, client = served
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "fake.png").write_text("not an image either")
+    with pytest.raises(AppError, match=message) as error:
+        call(client, tmp_path)
+    assert "Traceback" not in str(error.value)
+    assert not engine.lock.locked()
+    assert chat(client, max_new_tokens=2)[-1][1]["done"]
+
+
+def test_a_cancelled_request_frees_the_engine(served):
+    engine, client = served
+    job = client.submit(None, "Tell me a long story.", "", 150, 1.0, 1, 0.0, -1, api_name="/chat")
+    deadline = time.monotonic() + WAIT_S
+    while len(job.outputs()) < 2 and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.cancel()
+    outputs = chat(client, max_new_tokens=3)
+    assert outputs[-1][1]["done"] and not engine.lock.locked()
+
+
+def test_gpu_handlers_share_one_queue(engine):
+    demo = app.build_demo(engine)
+    gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}
+    assert {"respond", "images", "api_chat", "api_text_to_image", "compare_images_ui", "compare_answers_ui",
+            "api_compare_images", "api_compare_answers"} <= set(gpu)
+    assert all(fn.concurrency_limit == 1 for fn in gpu.values())
+    public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert {"chat", "text_to_image"} <= public
+
+
+# ---------------------------------------------------------------------------------------------- handlers directly
+def run_turn(ui: app.App, message: dict, history: list, conv: app.Conversation, **settings):
+    history, _, conv = ui.add_message(message, history, conv)
+    values = dict(max_new_tokens=6, temperature=1.0, top_k=1, top_p=0.0, seed=-1) | settings
+    outputs = list(ui.respond(history, conv, *values.values()))
+    return outputs[-1][0], outputs[-1][1], outputs
+
+
+def test_ui_chat_turns_retry_and_a_lost_session_rebuild_the_same_context(engine):
+    ui = app.App(engine)
+    history, conv, outputs = run_turn(ui, {"text": "What is it?", "files": [str(HOUSE)]}, [], app.Conversation())
+    assert history[0]["content"] == {"path": str(HOUSE)} and history[-1]["role"] == "assistant"
+    assert "data-live=\"true\"" in outputs[1][2] and "data-live=\"false\"" in outputs[-1][2]
+    history, conv, _ = run_turn(ui, {"text": "Colours?", "files": []}, history, conv, top_k=0, seed=5)
+    first_answer = history[-1]["content"]
+    assert len(conv.turns) == 2 and conv.turns[1].params == SamplingParams(1.0, 0, 0.0, 5)
+
+    history, conv, _ = ui.retry(history, conv)  # the same settings again: a replayed context gives the same answer
+    outputs = list(ui.respond(history, conv, 6, 1.0, 0, 0.0, 5))
+    assert outputs[-1][0][-1]["content"] == first_answer and len(outputs[-1][0]) == len(history) + 1
+
+    engine.end_session(conv.session_id)  # as if evicted: the next turn rebuilds it from the recorded turns
+    history, conv, _ = run_turn(ui, {"text": "More?", "files": []}, outputs[-1][0], outputs[-1][1])
+    assert engine.sessions[conv.session_id].turns == 3
+
+    history, _, conv = ui.add_message({"text": "", "files": [str(HOUSE)]}, history, conv)
+    assert conv.turns == [] and conv.pending == app.DEFAULT_QUESTION and len(history) == 2, "new image, new chat"
+
+
+def test_ui_refuses_bad_messages_before_the_gpu(engine, tmp_path):
+    ui = app.App(engine)
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    for message in [{"text": "  ", "files": []}, {"text": "hi", "files": [str(tmp_path / "x.png")]},
+                    {"text": "x" * (app.MAX_QUESTION_CHARS + 1), "files": []}, None]:
+        with pytest.raises(app.gr.Error):
+            ui.add_message(message, [], app.Conversation())
+    with pytest.raises(app.gr.Error, match="no answer to retry"):
+        ui.retry([], app.Conversation())
+
+
+def test_ui_images_streams_previews_and_notes(engine):
+    ui = app.App(engine)
+    outputs = list(ui.images("a blue ball", 3, 11, 1.0, 0, 0.0, 1.0, True))
+    gallery, note, panel = outputs[-1]
+    assert len(gallery.value) == 3 and gallery.columns == 3 and "seed `11`" in note and "64×64" in note
+    assert "Generating" in outputs[0][1] and "row" in outputs[0][2]
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def test_panel_on_cpu_and_on_a_gpu():
+    cpu_info = {"model": "tiny-random (random weights)", "device": "CPU", "dtype": "float32",
+                "backend": "scan: pytorch reference, conv: pytorch conv1d, decode: pytorch reference",
+                "vram_total_gib": None}
+    html = panel_html(cpu_info)
+    assert "CPU (no GPU)" in html and "n/a on CPU" in html and "Idle" in html
+    gpu_info = {**cpu_info, "device": "NVIDIA H100 80GB HBM3", "dtype": "bfloat16", "vram_total_gib": 79.1,
+                "backend": "scan: triton, conv: causal-conv1d, decode: fused <triton>"}
+    live = RequestMetrics("t2i", "NVIDIA H100 80GB HBM3", "bfloat16", "x", tokens=96, steps=5, ttft_s=0.031,
+                          decode_tokens_per_s=1234.5, ms_per_step=6.4, total_s=0.1, peak_vram_gib=5.25,
+                          vram_in_use_gib=4.5, vram_total_gib=79.1)
+    html = panel_html(gpu_info, live, "row 4 of 24")
+    assert "1,234.5 tok/s" in html and "31 ms" in html and "4.50 / 79.1 GiB" in html and "peak 5.25 GiB" in html
+    assert "Generating" in html and "row 4 of 24" in html and 'data-live="true"' in html
+    assert "fused &lt;triton&gt;" in html
+    assert "random weights" in header_html(cpu_info) and "om-banner" not in header_html(gpu_info | {"model": "x"})
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def test_without_weights_the_app_fails_fast_with_the_loaders_message(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMNIMAMBA_CACHE": str(tmp_path)}
+    env.pop("OMNIMAMBA_TOKENIZER", None)
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--offline", "--port", str(free_port())],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode != 0 and "error:" in done.stderr and "Traceback" not in done.stderr
+    assert "Running on" not in done.stdout
+
+
+def test_flags_fall_back_to_environment_variables(monkeypatch):
+    monkeypatch.setenv("OMNIMAMBA_MODEL", "tiny-random")
+    monkeypatch.setenv("OMNIMAMBA_PORT", "7999")
+    args = app.parse_args([])
+    assert args.model == "tiny-random" and args.port == 7999 and args.host == "127.0.0.1" and not args.share
+    assert app.parse_args(["--model", "x", "--share"]).model == "x"
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def test_compare_endpoints_record_both_sides(served, tmp_path):
+    _, client = served
+    showo = tmp_path / "showo.png"
+    Image.new("RGB", (256, 256), (200, 40, 40)).save(showo)
+    job = client.submit("A red apple on a white plate.", 3, handle_file(str(showo)), 1.0, 1, 0.0, 1.0,
+                        api_name="/compare_text_to_image")
+    picture, record = job.result(timeout=WAIT_S)
+    with Image.open(picture["path"] if isinstance(picture, dict) else picture) as grid:
+        assert grid.width > 2 * 64, "a grid page: Show-o left, OmniMamba right"
+    assert record["showo"]["resolution"] == 256 and record["omnimamba"]["resolution"] == 64
+    assert record["omnimamba"]["seed"] == 3 and record["omnimamba"]["image"] == "t2i_000.png"
+
+    job = client.submit(handle_file(str(HOUSE)), "What colour is the roof?", "Red.", 5, 1.0, 1, 0.0, 0,
+                        api_name="/compare_chat")
+    answer, record = job.result(timeout=WAIT_S)
+    assert answer == record["omnimamba"]["answer"] and record["showo"]["answer"] == "Red."
+    assert record["omnimamba"]["image"] == record["showo"]["image"] == "house.png"
+
+
+def test_warm_up_runs_one_request_of_each_kind(engine):
+    app.warm_up(engine)
+    assert not engine.lock.locked()

@@ -73,11 +73,20 @@ def reference_only() -> Iterator[None]:
 
 
 def _fast(t: Tensor) -> bool:
-    return t.is_cuda and not _force_reference
+    if t.is_cuda and not _force_reference:
+        _announce(t.device)
+        return True
+    return False
 
 
 def _triton(t: Tensor) -> bool:
-    return triton is not None and not _force_reference and (t.is_cuda or _INTERPRET)
+    return triton is not None and not _force_reference and (_fast(t) or _INTERPRET)
+
+
+@functools.cache
+def _announce(device: torch.device) -> None:
+    """One log line, the first time a kernel runs on a GPU, saying which implementation each piece uses."""
+    log.info("kernels on %s: %s", device, describe_backends(device))
 
 
 def backends(device: torch.device | str = "cuda") -> dict[str, str]:

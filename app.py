@@ -11,16 +11,19 @@ session's chat state lives in gr.State; nothing per request is stored on the eng
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import inspect
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,12 +31,14 @@ from typing import Any, Callable, Iterator
 import gradio as gr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from omnimamba.compare import CompareError, Item, answer_item, generate_item, read_prompts, read_questions
+from omnimamba.compare import (IMAGE_SUFFIXES, CompareError, Item, answer_item, generate_item, import_showo,
+                                read_manifest, read_prompts, read_questions, write_manifest)
 from omnimamba.compare_report import render_grid
 from omnimamba.engine import MAX_IMAGE_PIXELS, MAX_IMAGES_PER_PROMPT, Engine, EngineError
 from omnimamba.metrics import RequestMetrics
 from omnimamba.sampling import SamplingParams
-from omnimamba.ui_format import header_html, image_captions, item_metrics, panel_html, t2i_note
+from omnimamba.ui_format import (header_html, image_captions, item_metrics, pair_choices, pair_table, panel_html,
+                                 set_status, side_label, size_text, t2i_note)
 
 log = logging.getLogger("omnimamba.app")
 
@@ -71,21 +76,35 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def user_errors(fn: Callable[..., Iterator]) -> Callable[..., Iterator]:
-    """Streamed handler -> the same stream, with failures turned into messages for the user (never a traceback).
-    The engine keeps serving after an EngineError; anything unexpected is logged here in full."""
+@contextmanager
+def as_messages(name: str) -> Iterator[None]:
+    """Failures inside -> messages for the user (never a traceback). The engine keeps serving after an EngineError;
+    anything unexpected is logged here in full."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (EngineError, CompareError) as exc:
+        raise refuse(str(exc)) from None
+    except Exception:
+        log.exception("handler %s failed", name)
+        raise refuse("Something went wrong on the server (it is logged there). Please try again.") from None
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Handler (streamed or not) -> the same handler, with failures turned into messages (see `as_messages`)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Iterator:
+            with as_messages(fn.__name__):
+                yield from fn(*args, **kwargs)
+        return stream
+
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Iterator:
-        try:
-            yield from fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (EngineError, CompareError) as exc:
-            raise refuse(str(exc)) from None
-        except Exception:
-            log.exception("handler %s failed", fn.__name__)
-            raise refuse("Something went wrong on the server (it is logged there). Please try again.") from None
-    return wrapper
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with as_messages(fn.__name__):
+            return fn(*args, **kwargs)
+    return call
 
 
 # ---------------------------------------------------------------------------------------------- input checks

@@ -5,7 +5,9 @@ formatting is unit-tested without a server. Every value that reaches HTML goes t
 """
 from __future__ import annotations
 
+import re
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .metrics import RequestMetrics
@@ -122,3 +124,81 @@ def t2i_note(seed: int, count: int, size: int | None, truncation: str | None, do
     what = f"{count} image{'s' if count != 1 else ''}" + (f" · {size}×{size}" if size else "")
     head = f"**{what}** · seed `{seed}`" if done else f"Generating {what} · seed `{seed}`…"
     return head + (f"\n\n⚠️ {truncation}" if truncation else "")
+
+
+# ---------------------------------------------------------------------------------------------- compare: a set
+NOT_RECORDED = "not recorded"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&$])")
+
+
+def md_escape(text: str) -> str:
+    """Plain text -> Markdown that shows it as written (no links, emphasis, tables or HTML), on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def size_text(size: tuple[int, int] | None) -> str:
+    return f"{size[0]}×{size[1]}" if size else "?"
+
+
+def side_label(model: str, size: tuple[int, int] | None = None, seed: int | None = None) -> str:
+    """An image's label: 'Show-o · 256×256' or 'OmniMamba · 64×64 · seed 3'."""
+    parts = [model] + ([size_text(size)] if size else []) + ([f"seed {seed}"] if seed is not None else [])
+    return " · ".join(parts)
+
+
+def pair_choices(items: list["Item"]) -> list[tuple[str, int]]:
+    """The pair picker's (label, index) choices: '2. A red apple…', '3. chat: What is…? (house.png)'."""
+    def label(item: "Item") -> str:
+        text = " ".join(item.prompt.split())
+        text = text if len(text) <= 90 else text[:89] + "…"
+        if item.task == "mmu":
+            return f"chat: {text}" + (f" ({Path(item.image).name})" if item.image else "")
+        return text
+    return [(f"{i + 1}. {label(item)}", i) for i, item in enumerate(items)]
+
+
+def set_status(source: str, items: list["Item"], made: int) -> str:
+    """The line under the loader: what is loaded and how much of OmniMamba's side is made."""
+    if not items:
+        return "No set loaded yet."
+    t2i = sum(item.task == "t2i" for item in items)
+    kinds = [f"{n} {what}" for n, what in ((t2i, "text to image"), (len(items) - t2i, "image chat")) if n]
+    return (f"**{len(items)} pair{'s' if len(items) != 1 else ''}** ({', '.join(kinds)}) from {md_escape(source)} · "
+            f"OmniMamba's side made for {made} of {len(items)}")
+
+
+def _sampler_text(sampler: dict) -> str:
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in sampler.items()) or NOT_RECORDED
+
+
+def _vram(item: "Item", ours: bool) -> str:
+    if item.peak_vram_gib is not None:
+        return f"{item.peak_vram_gib:,.2f} GiB"
+    return "n/a (no GPU)" if ours and "CPU" in str(item.device) else NOT_RECORDED
+
+
+def pair_table(showo: "Item", ours: "Item | None", sizes: tuple[tuple[int, int] | None, tuple[int, int] | None]
+               ) -> str:
+    """Markdown for one pair: the prompt, then both sides' time, peak VRAM, seed, size, settings, model, device.
+    `sizes` are the native (width, height) of both images (t2i), or None; Show-o's blanks read 'not recorded'."""
+    def row(name: str, left: str, right: str) -> str:
+        return f"| {name} | {md_escape(left)} | {md_escape(right)} |"
+
+    def cells(item: "Item | None", size: tuple[int, int] | None, is_ours: bool) -> list[str]:
+        if item is None:
+            return ["not made yet"] * 7
+        resolution = size_text(size) if size else (f"{item.resolution} px" if item.resolution else NOT_RECORDED)
+        model = item.model + (f" @ {item.revision[:12]}" if item.revision else "")
+        return [_ms(item.seconds) if item.seconds is not None else NOT_RECORDED, _vram(item, is_ours),
+                str(item.seed) if item.seed is not None else NOT_RECORDED, resolution, _sampler_text(item.sampler),
+                model or NOT_RECORDED, item.device or NOT_RECORDED]
+
+    what = "Question" if showo.task == "mmu" else "Prompt"
+    names = ["Time", "Peak VRAM", "Seed", "Image seen at" if showo.task == "mmu" else "Native size", "Settings",
+             "Model", "Device"]
+    left, right = cells(showo, sizes[0], False), cells(ours, sizes[1], True)
+    lines = [f"**{what}:** {md_escape(showo.prompt)}", "", "| | Show-o | OmniMamba |", "| --- | --- | --- |",
+             *(row(name, a, b) for name, a, b in zip(names, left, right))]
+    if ours is not None and showo.device and ours.device and showo.seconds is not None and showo.device != ours.device:
+        lines += ["", "The two sides ran on different devices: their times are not directly comparable."]
+    return "\n".join(lines)

@@ -82,7 +82,7 @@ def test_chat_without_an_image_and_streamed_metrics(tiny_engine):
 
 
 def test_text_to_image_batch_previews_and_note(tiny_engine):
-    events = list(tiny_engine.text_to_image("a small red cube on a table", 3, preview_every=16,
+    events = list(tiny_engine.text_to_image("a red cube", 3, preview_every=16,
                                             params=SamplingParams(seed=1)))
     final = events[-1]
     assert final.done and len(final.images) == 3 and all(im.size == (64, 64) for im in final.images)

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from .config import OmniMambaConfig
-from .generation import Decoder, GraphKey, StaticGraph, _power_of_two_pieces
+from .generation import Decoder, GraphKey, StaticGraph, power_of_two_pieces
 from .model.init import random_model
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,9 @@ def omnimamba_cases(lengths: list[int], config: OmniMambaConfig, device: torch.d
 
         def prefill() -> None:
             start = 0
-            for size in _power_of_two_pieces(case.length) if decoder.use_cuda_graphs else [case.length]:
+            for size in power_of_two_pieces(case.length) if decoder.use_cuda_graphs else [case.length]:
                 piece = model.backbone.embedding(ids[:, start:start + size])
-                (decoder._prefix_piece(graph, size) if decoder.use_cuda_graphs
+                (decoder.prefix_piece(graph, size) if decoder.use_cuda_graphs
                  else lambda e: model.backbone(e, "mmu", graph.state))(piece)
                 start += size
         prefill()  # untimed: records the pieces' graphs (once per piece length) and compiles kernels

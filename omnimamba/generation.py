@@ -109,13 +109,13 @@ class DecodeGraph:
         self.position.fill_(position)
         return token
 
-    def _prefill(self, embeds: Tensor) -> Tensor:
+    def prefill_embeds(self, embeds: Tensor) -> Tensor:
         """Positioned embeddings (rows, L, d) from the current state; picks the first token."""
         hidden = self.decoder.model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
         return self.first_token(hidden, embeds.shape[1] + self.state.seqlen)
 
-    def _prefill_t2i(self, prefix_ids: Tensor) -> Tensor:
-        return self._prefill(self.decoder.model.embed_t2i_prefix(prefix_ids))
+    def prefill_prefix(self, prefix_ids: Tensor) -> Tensor:
+        return self.prefill_embeds(self.decoder.model.embed_t2i_prefix(prefix_ids))
 
     def capture(self, pool: object) -> None:
         """Record the step (and the text-to-image prefill). Warm-ups scribble on the state, which every
@@ -123,7 +123,7 @@ class DecodeGraph:
         self.step_graph = StaticGraph(self._step, [], pool)
         if self.key.task == "t2i":
             ids = torch.full((self.rows, self.decoder.model.config.t2i_prefix_len), 50277, device=self.token.device)
-            self.prefill_graph = StaticGraph(self._prefill_t2i, [ids], pool)
+            self.prefill_graph = StaticGraph(self.prefill_prefix, [ids], pool)
 
     def run(self, generator: torch.Generator | None) -> None:
         if self.noise is not None:
@@ -204,17 +204,17 @@ class Decoder:
         if graph.noise is not None:
             graph.noise.exponential_(generator=generator)
         if not self.use_cuda_graphs:
-            token = graph._prefill(embeds)
+            token = graph.prefill_embeds(embeds)
             graph.state.seqlen += embeds.shape[1]
             return token
         start = 0
-        for size in _power_of_two_pieces(embeds.shape[1]):
-            hidden = self._prefix_piece(graph, size)(embeds[:, start:start + size])
+        for size in power_of_two_pieces(embeds.shape[1]):
+            hidden = self.prefix_piece(graph, size)(embeds[:, start:start + size])
             graph.state.seqlen += size
             start += size
         return graph.first_token(hidden[:, -1], graph.state.seqlen)
 
-    def _prefix_piece(self, graph: DecodeGraph, size: int) -> StaticGraph:
+    def prefix_piece(self, graph: DecodeGraph, size: int) -> StaticGraph:
         """The backbone over `size` positions continuing graph.state, recorded once per (graph, size)."""
         if size not in graph.piece_graphs:
             fn = lambda emb: self.model.backbone(emb, graph.key.task, graph.state)  # noqa: E731
@@ -230,7 +230,7 @@ class Decoder:
         """Text-to-image prefill of prefix_ids (rows, 72) from a zero state; a graph replay on GPU."""
         if graph.noise is not None:
             graph.noise.exponential_(generator=generator)
-        token = graph.prefill_graph(prefix_ids) if graph.prefill_graph is not None else graph._prefill_t2i(prefix_ids)
+        token = graph.prefill_graph(prefix_ids) if graph.prefill_graph is not None else graph.prefill_prefix(prefix_ids)
         graph.state.seqlen += prefix_ids.shape[1]
         return token
 
@@ -243,7 +243,7 @@ class Decoder:
             yield graph.token
 
 
-def _power_of_two_pieces(length: int, largest: int = 1024) -> list[int]:
+def power_of_two_pieces(length: int, largest: int = 1024) -> list[int]:
     """745 -> [512, 128, 64, 32, 8, 1]: few distinct shapes to record, few replays per prompt."""
     pieces = []
     while length:

@@ -79,10 +79,10 @@ def test_only_the_tasks_own_lora_takes_effect(tiny_model, task, other):
 
 
 def test_prefill_pieces_are_powers_of_two_that_add_up():
-    from omnimamba.generation import _power_of_two_pieces
-    assert _power_of_two_pieces(745) == [512, 128, 64, 32, 8, 1]
-    assert _power_of_two_pieces(1) == [1] and _power_of_two_pieces(3000) == [1024, 1024, 512, 256, 128, 32, 16, 8]
-    assert all(sum(_power_of_two_pieces(n)) == n for n in range(1, 2000))
+    from omnimamba.generation import power_of_two_pieces
+    assert power_of_two_pieces(745) == [512, 128, 64, 32, 8, 1]
+    assert power_of_two_pieces(1) == [1] and power_of_two_pieces(3000) == [1024, 1024, 512, 256, 128, 32, 16, 8]
+    assert all(sum(power_of_two_pieces(n)) == n for n in range(1, 2000))
 
 
 def test_serving_can_keep_only_the_merged_weights(tiny_model):

@@ -6,7 +6,7 @@
 
 Layout, events and formatting only: the shared `Engine` (omnimamba/engine.py) owns the model, the sessions and the
 GPU lock; omnimamba/ui_format.py draws the panel. Per-request settings travel as handler arguments; the browser
-session's chat state lives in gr.State; nothing per request is stored on the engine object.
+session's chat state and loaded Show-o set live in gr.State; nothing per request is stored on the engine object.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from omnimamba.engine import MAX_IMAGE_PIXELS, MAX_IMAGES_PER_PROMPT, Engine, En
 from omnimamba.metrics import RequestMetrics
 from omnimamba.sampling import SamplingParams
 from omnimamba.ui_format import (header_html, image_captions, item_metrics, pair_choices, pair_table, panel_html,
-                                 set_status, side_label, size_text, t2i_note)
+                                 set_status, side_label, t2i_note)
 
 log = logging.getLogger("omnimamba.app")
 
@@ -60,6 +60,7 @@ EXAMPLES = ASSETS / "examples"
 STYLE = ASSETS / "style.css"
 
 ZERO_GPU = "SPACES_ZERO_GPU" in os.environ  # set on Hugging Face ZeroGPU hardware
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # served only here, the Compare tab may read Show-o sets by path
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated call runs
     import spaces
@@ -186,11 +187,165 @@ class Conversation:
     pending: str | None = None  # the question waiting for its answer
 
 
+# ---------------------------------------------------------------------------------------------- a Show-o set
+BASE_SEED = 0  # a pair without a recorded Show-o seed gets BASE_SEED + its index, as in the compare command
+SET_MANIFEST = "comparison.jsonl"  # the download: both sides of a loaded set
+
+
+@dataclass
+class CompareSet:
+    """One browser tab's Show-o set and OmniMamba's side of it (made on demand, by index), kept in gr.State.
+    Uploads and OmniMamba's images live in `folder`, a temporary folder removed with the state."""
+    showo: list[Item] = field(default_factory=list)
+    ours: dict[int, Item] = field(default_factory=dict)
+    folder: str | None = None
+    source: str = ""  # what was loaded, for the status line
+
+    def default_seed(self, index: int) -> int:
+        seed = self.showo[index].seed
+        return seed if seed is not None else BASE_SEED + index
+
+    def close(self) -> None:
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def load_showo_set(files: list[str] | None, path: str | None, allow_paths: bool) -> CompareSet:
+    """Uploaded files (Show-o's images plus its prompts .txt, or a manifest .jsonl plus its images), or a folder or
+    manifest on this machine -> a CompareSet in a new temporary folder. CompareError says what to change."""
+    uploads, path = [Path(f) for f in files or []], (path or "").strip()
+    if path and not allow_paths:
+        raise CompareError("Loading from a path on the server is turned off here: upload the files instead.")
+    folder = Path(tempfile.mkdtemp(prefix="omnimamba-set-")).resolve()
+    try:
+        items, source = import_path(Path(path).expanduser(), uploads) if path else import_uploads(uploads, folder)
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, CompareError):
+            raise CompareError(tidy(str(exc), [folder, *{u.parent for u in uploads}])) from None
+        raise
+    return CompareSet(items, {}, str(folder), source)
+
+
+def tidy(message: str, folders: list[Path]) -> str:
+    """A message about uploaded files, without the server's temporary folders in it."""
+    for folder in folders:
+        message = message.replace(str(folder) + os.sep, "").replace(str(folder), "upload")
+    return message
+
+
+def sort_uploads(uploads: list[Path]) -> tuple[list[Path], Path | None, Path | None]:
+    """(images, prompts .txt, manifest .jsonl) of an upload; refuses other files, repeated names, two of a kind."""
+    kinds: dict[str, list[Path]] = {"image": [], ".txt": [], ".jsonl": []}
+    for upload in uploads:
+        kind = "image" if upload.suffix.lower() in IMAGE_SUFFIXES else upload.suffix.lower()
+        if kind not in kinds:
+            raise CompareError(f"{upload.name}: expected Show-o's images ({', '.join(IMAGE_SUFFIXES)}), "
+                               "the prompts .txt they were made from, or a manifest .jsonl")
+        kinds[kind].append(upload)
+    names = [upload.name for upload in uploads]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise CompareError(f"Two uploaded files are named {repeated[0]}: give every file its own name.")
+    images, texts, manifests = kinds["image"], kinds[".txt"], kinds[".jsonl"]
+    if len(texts) > 1 or len(manifests) > 1 or (texts and manifests):
+        raise CompareError("Upload one prompts .txt or one manifest .jsonl (a manifest holds its prompts), found "
+                           + ", ".join(u.name for u in texts + manifests) + ".")
+    return images, texts[0] if texts else None, manifests[0] if manifests else None
+
+
+def import_uploads(uploads: list[Path], folder: Path) -> tuple[list[Item], str]:
+    """Uploaded Show-o outputs, copied flat into `folder`, as items; and a line naming what was loaded."""
+    images, prompts, manifest = sort_uploads(uploads)
+    for image in images:
+        shutil.copy(image, folder / image.name)
+    what = f"{len(images)} image{'s' if len(images) != 1 else ''}"
+    if manifest is not None:
+        return import_showo(flat_manifest(manifest, {image.name for image in images}, folder)), \
+            f"{manifest.name} + {what}"
+    if prompts is None:
+        raise CompareError("Also upload the prompts .txt that Show-o's images were made from (one prompt per line; "
+                           "image i is line i, in the natural order of the file names), or a manifest .jsonl."
+                           if images else "Nothing to load: upload Show-o's images and its prompts .txt, or a "
+                                          "manifest .jsonl and the images it names.")
+    lines = read_prompts(shutil.copy(prompts, folder / prompts.name))
+    if len(lines) != len(images):
+        raise CompareError(f"{what} uploaded but {prompts.name} has {len(lines)} prompts: Show-o makes one image "
+                           "per prompt line, so the counts must match.")
+    return import_showo(folder, folder / prompts.name), f"{what} + {prompts.name}"
+
+
+def flat_manifest(manifest: Path, uploaded: set[str], folder: Path) -> Path:
+    """An uploaded manifest rewritten into `folder` with each image cut to its file name, so that it finds the
+    uploaded images (kept flat there) and nothing else on the server."""
+    items = read_manifest(manifest)
+    names = [item.image.replace("\\", "/").rsplit("/", 1)[-1] if item.image else None for item in items]
+    missing = sorted({name for name in names if name} - uploaded)
+    if missing:
+        raise CompareError(f"{manifest.name} names {len(missing)} image(s) that were not uploaded: "
+                           f"{', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}. Upload them with it.")
+    flat = [dataclasses.replace(item, image=name) for item, name in zip(items, names)]
+    return write_manifest(flat, folder / manifest.name)
+
+
+def import_path(path: Path, uploads: list[Path]) -> tuple[list[Item], str]:
+    """A folder of Show-o images (its prompts file uploaded, or kept in it as prompts.txt) or a manifest on this
+    machine, as items; and a line naming what was loaded."""
+    if len(uploads) > 1 or any(upload.suffix.lower() != ".txt" for upload in uploads):
+        raise CompareError("With a path, upload nothing but the prompts .txt of a folder of images.")
+    prompts = uploads[0] if uploads else path / "prompts.txt" if (path / "prompts.txt").is_file() else None
+    if path.is_dir() and prompts is None:
+        raise CompareError(f"{path} is a folder of images: also upload the prompts .txt they were made from (or "
+                           "keep it there as prompts.txt), or give the path of a manifest .jsonl instead.")
+    return import_showo(path, prompts), str(path) + (f" + {prompts.name}" if path.is_dir() else "")
+
+
+def image_size(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+@dataclass
+class PairView:
+    """What the set browser shows for one pair, as plain values; `pair_updates` turns them into components."""
+    index: int
+    showo: Item
+    ours: Item | None
+    sizes: tuple[tuple[int, int] | None, tuple[int, int] | None]  # native sizes: Show-o's image (or input), ours
+    seed: int  # the seed OmniMamba used, or would use by default
+
+    @property
+    def table(self) -> str:
+        return pair_table(self.showo, self.ours, self.sizes if self.showo.task == "t2i" else (None, None))
+
+
+def pair_view(cset: CompareSet, index: float | None) -> PairView:
+    """Pair `index` of the loaded set (clamped to the set), with OmniMamba's side when it has been made."""
+    if not cset.showo:
+        raise CompareError("Load a Show-o set first: upload its images and prompts .txt, or a manifest.")
+    index = min(max(int(index or 0), 0), len(cset.showo) - 1)
+    showo, ours = cset.showo[index], cset.ours.get(index)
+    sizes = (image_size(showo.image), image_size(ours.image) if ours is not None and ours.task == "t2i" else None)
+    return PairView(index, showo, ours, sizes, ours.seed if ours is not None else cset.default_seed(index))
+
+
+def write_set_manifest(cset: CompareSet) -> Path:
+    """Both sides so far in one JSONL: Show-o's items, then OmniMamba's (in set order), paths relative to it."""
+    ours = [cset.ours[index] for index in sorted(cset.ours)]
+    return write_manifest([*cset.showo, *ours], Path(cset.folder) / SET_MANIFEST)
+
+
 class App:
     """The handlers: thin streaming wrappers over one shared Engine."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, server_paths: bool = False):
         self.engine = engine
+        self.server_paths = server_paths  # may the Compare tab load a set from a path on this machine?
         self.info = engine.info()
         self.grid = engine.model.config.image_grid  # token rows per image, for the progress line
 
@@ -298,8 +453,7 @@ class App:
         prompt = text_input(prompt, "prompt", MAX_PROMPT_CHARS)
         count = whole_number(num_images, "number of images", 1, MAX_IMAGES_PER_PROMPT)
         params = sampling(temperature, top_k, top_p, seed)
-        if guidance_scale is None or not 0.0 <= guidance_scale <= 20.0:
-            raise refuse(f"guidance scale must be in [0, 20] (1 = off, the official setting), got {guidance_scale}")
+        guidance_scale = check_guidance(guidance_scale)
         if count > 1 and params.greedy:
             gr.Info("Greedy decoding makes the same image every time; raise top-k for different ones.")
         warned = False
@@ -313,7 +467,8 @@ class App:
 
     # ------------------------------------------------------------------ OmniMamba beside Show-o
     def compare_images(self, prompt: str, seed: float | None, showo_image: str | None, temperature: float,
-                       top_k: float, top_p: float, guidance_scale: float) -> tuple[Image.Image, dict, Item]:
+                       top_k: float, top_p: float, guidance_scale: float
+                       ) -> tuple[Image.Image, dict, Item, Item | None]:
         """OmniMamba's image for `prompt` under recorded settings; beside Show-o's (when given) as a grid page."""
         prompt = text_input(prompt, "prompt", MAX_PROMPT_CHARS)
         params = sampling(temperature, top_k, top_p, seed)
@@ -322,16 +477,17 @@ class App:
             showo = Item("t2i", prompt, image=str(showo_image), resolution=open_image(showo_image).width,
                          model="Show-o")
         with tempfile.TemporaryDirectory(prefix="omnimamba-compare-") as out_dir:
-            ours = generate_item(self.engine, prompt, params.seed, params, float(guidance_scale), Path(out_dir), 0)
+            ours = generate_item(self.engine, prompt, params.seed, params, check_guidance(guidance_scale),
+                                 Path(out_dir), 0)
             if showo is not None:
                 picture = render_grid([(showo, ours)], ROOT, ROOT, per_page=1)[0]
             else:
                 picture = open_image(ours.image)
-        return picture, manifest_record(showo, ours), ours
+        return picture, manifest_record(showo, ours), ours, showo
 
     def compare_answers(self, image: str | None, question: str, showo_answer: str | None, max_new_tokens: float,
                         temperature: float, top_k: float, top_p: float, seed: float | None
-                        ) -> tuple[str, dict, Item]:
+                        ) -> tuple[str, dict, Item, Item | None]:
         """OmniMamba's answer to `question` about `image`, recorded beside Show-o's answer (when given)."""
         question = text_input(question, "question", MAX_QUESTION_CHARS)
         params = sampling(temperature, top_k, top_p, seed)
@@ -343,17 +499,21 @@ class App:
         if (showo_answer or "").strip():
             showo = Item("mmu", question, image=str(image) if image else None, answer=showo_answer.strip(),
                          model="Show-o")
-        return ours.answer, manifest_record(showo, ours), ours
+        return ours.answer, manifest_record(showo, ours), ours, showo
 
-    def compare_images_ui(self, *args: Any) -> Iterator[tuple[Any, Any, str]]:
-        yield gr.skip(), gr.skip(), self.panel(progress="comparing: OmniMamba is drawing…")
-        picture, record, ours = self.compare_images(*args)
-        yield picture, record, self.panel(item_metrics(self.info, ours))
+    def compare_images_ui(self, *args: Any) -> Iterator[tuple[Any, Any, str, str]]:
+        """(picture, record, both sides' table, panel); Show-o's time is not known for a single upload."""
+        yield gr.skip(), gr.skip(), gr.skip(), self.panel(progress="comparing: OmniMamba is drawing…")
+        picture, record, ours, showo = self.compare_images(*args)
+        sizes = (image_size(showo.image) if showo else None, (ours.resolution, ours.resolution))
+        table = pair_table(showo or Item("t2i", ours.prompt, model="Show-o"), ours, sizes)
+        yield picture, record, table, self.panel(item_metrics(self.info, ours))
 
-    def compare_answers_ui(self, *args: Any) -> Iterator[tuple[Any, Any, str]]:
-        yield gr.skip(), gr.skip(), self.panel(progress="comparing: OmniMamba is answering…")
-        answer, record, ours = self.compare_answers(*args)
-        yield answer, record, self.panel(item_metrics(self.info, ours))
+    def compare_answers_ui(self, *args: Any) -> Iterator[tuple[Any, Any, str, str]]:
+        yield gr.skip(), gr.skip(), gr.skip(), self.panel(progress="comparing: OmniMamba is answering…")
+        answer, record, ours, showo = self.compare_answers(*args)
+        table = pair_table(showo or Item("mmu", ours.prompt, model="Show-o"), ours, (None, None))
+        yield answer, record, table, self.panel(item_metrics(self.info, ours))
 
     def api_compare_images(self, prompt: str, seed: float | None, showo_image: str | None, temperature: float,
                            top_k: float, top_p: float, guidance_scale: float) -> Iterator[tuple[Image.Image, dict]]:
@@ -366,6 +526,93 @@ class App:
         """(OmniMamba's answer, manifest record of both sides)."""
         yield self.compare_answers(image, question, showo_answer, max_new_tokens, temperature, top_k, top_p,
                                    seed)[:2]
+
+    # ------------------------------------------------------------------ a Show-o set, browsed pair by pair
+    def load_set(self, files: list[str] | None, path: str | None, cset: CompareSet) -> tuple:
+        """Load (replacing this tab's earlier set) and show the first pair."""
+        loaded = load_showo_set(files, path, self.server_paths)
+        cset.close()
+        return self.set_outputs(loaded, 0, choices=True)
+
+    def show_pair(self, cset: CompareSet, index: float | None) -> tuple:
+        return self.set_outputs(cset, index, files=False)
+
+    def previous_pair(self, cset: CompareSet, index: float | None) -> tuple:
+        return self.set_outputs(cset, (index or 0) - 1, files=False)
+
+    def next_pair(self, cset: CompareSet, index: float | None) -> tuple:
+        return self.set_outputs(cset, (index or 0) + 1, files=False)
+
+    def set_outputs(self, cset: CompareSet, index: float | None, choices: bool = False, files: bool = True) -> tuple:
+        """(state, picker, status, download, *the pair's components); the list and the manifest when asked."""
+        view = pair_view(cset, index)
+        picker = gr.Dropdown(choices=pair_choices(cset.showo), value=view.index) if choices else view.index
+        status = set_status(cset.source, cset.showo, len(cset.ours)) if files else gr.skip()
+        download = gr.DownloadButton(value=str(write_set_manifest(cset)), visible=True) if files else gr.skip()
+        return cset, picker, status, download, *pair_updates(view)
+
+    def make_pair(self, cset: CompareSet, index: float | None, seed: float | None, temperature: float,
+                  top_k: float, top_p: float, guidance_scale: float, max_new_tokens: float) -> Iterator[tuple]:
+        """OmniMamba's side of the pair on show, with the seed in the box (its default when empty)."""
+        view = pair_view(cset, index)
+        params = self.set_params(view.seed if seed is None else seed, temperature, top_k, top_p)
+        yield *[gr.skip()] * 11, self.panel(progress=f"comparing: pair {view.index + 1}…")
+        cset.ours[view.index] = self.make_side(cset, view.index, params, guidance_scale, max_new_tokens)
+        yield *self.set_outputs(cset, view.index), self.panel(item_metrics(self.info, cset.ours[view.index]))
+
+    def make_all(self, cset: CompareSet, temperature: float, top_k: float, top_p: float, guidance_scale: float,
+                 max_new_tokens: float) -> Iterator[tuple]:
+        """OmniMamba's side of every pair that has none yet, each with its default seed, shown as it comes."""
+        pair_view(cset, 0)
+        todo = [index for index in range(len(cset.showo)) if index not in cset.ours]
+        if not todo:
+            gr.Info("OmniMamba's side is made for every pair already; use “Make OmniMamba's side” to redo one.")
+            yield *[gr.skip()] * 12,
+        for done, index in enumerate(todo):
+            yield *[gr.skip()] * 11, self.panel(progress=f"comparing: pair {index + 1} ({done + 1} of {len(todo)})")
+            params = self.set_params(cset.default_seed(index), temperature, top_k, top_p)
+            cset.ours[index] = self.make_side(cset, index, params, guidance_scale, max_new_tokens)
+            yield *self.set_outputs(cset, index), self.panel(item_metrics(self.info, cset.ours[index]))
+
+    def set_params(self, seed: float, temperature: float, top_k: float, top_p: float) -> SamplingParams:
+        if not is_whole(seed) or seed < 0:
+            raise refuse(f"seed must be a whole number in 0..{MAX_SEED}, got {seed}")
+        return sampling(temperature, top_k, top_p, seed)
+
+    def make_side(self, cset: CompareSet, index: int, params: SamplingParams, guidance_scale: float,
+                  max_new_tokens: float) -> Item:
+        """OmniMamba's item for pair `index`: an image in the set's folder, or an answer about Show-o's input."""
+        showo = cset.showo[index]
+        if showo.task == "t2i":
+            prompt = text_input(showo.prompt, "prompt", MAX_PROMPT_CHARS)
+            return generate_item(self.engine, prompt, params.seed, params, check_guidance(guidance_scale),
+                                 Path(cset.folder) / "omnimamba", index)
+        question = text_input(showo.prompt, "question", MAX_QUESTION_CHARS)
+        if showo.image:
+            open_image(showo.image)  # the chat's checks (and messages)
+        return answer_item(self.engine, showo.image, question, params,
+                           whole_number(max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS))
+
+    def api_compare_load(self, files: list[str] | None, path: str | None, cset: CompareSet
+                         ) -> tuple[dict, CompareSet]:
+        """(the loaded Show-o items, this client session's set): /compare_pair then makes OmniMamba's side."""
+        loaded = load_showo_set(files, path, self.server_paths)
+        cset.close()
+        return {"pairs": len(loaded.showo), "source": loaded.source,
+                "showo": [item_record(item) for item in loaded.showo]}, loaded
+
+    def api_compare_pair(self, cset: CompareSet, pair: float, seed: float | None, temperature: float, top_k: float,
+                         top_p: float, guidance_scale: float, max_new_tokens: float
+                         ) -> Iterator[tuple[str | None, dict, CompareSet]]:
+        """(OmniMamba's image or None, both sides' record, the set) for pair number `pair` (1 = the first) of the
+        set /compare_load loaded; a seed of -1 (or empty) is the pair's default (Show-o's seed, else its index)."""
+        pair_view(cset, 0)  # a set is loaded
+        index = whole_number(pair, "pair", 1, len(cset.showo)) - 1
+        default = seed is None or (is_whole(seed) and seed < 0)
+        params = self.set_params(cset.default_seed(index) if default else seed, temperature, top_k, top_p)
+        ours = cset.ours[index] = self.make_side(cset, index, params, guidance_scale, max_new_tokens)
+        yield ours.image if ours.task == "t2i" else None, {"pair": index + 1, **manifest_record(
+            cset.showo[index], ours)}, cset
 
     # ------------------------------------------------------------------ API (gradio_client)
     def api_chat(self, image: str | None, question: str, session_id: str | None, max_new_tokens: float,
@@ -398,13 +645,40 @@ class App:
             yield event.images, metrics
 
 
+def item_record(item: Item | None) -> dict | None:
+    """A manifest item (docs/compare.md) with its image path shortened to the file name."""
+    if item is None:
+        return None
+    return {**item.to_dict(), "image": Path(item.image).name if item.image else None}
+
+
 def manifest_record(showo: Item | None, ours: Item) -> dict:
-    """Both sides as manifest items (docs/compare.md); image paths shortened to file names."""
-    def entry(item: Item | None) -> dict | None:
-        if item is None:
-            return None
-        return {**item.to_dict(), "image": Path(item.image).name if item.image else None}
-    return {"showo": entry(showo), "omnimamba": entry(ours)}
+    """Both sides as manifest items; image paths shortened to file names."""
+    return {"showo": item_record(showo), "omnimamba": item_record(ours)}
+
+
+def check_guidance(guidance_scale: float | None) -> float:
+    if guidance_scale is None or not 0.0 <= guidance_scale <= 20.0:
+        raise refuse(f"guidance scale must be in [0, 20] (1 = off, the official setting), got {guidance_scale}")
+    return float(guidance_scale)
+
+
+def pair_updates(view: PairView) -> tuple:
+    """The pair's components: both pictures, the answers (image chat), the table of both sides, the seed box.
+    Text to image: Show-o's image | OmniMamba's. Image chat: the image both were asked about, then both answers."""
+    showo, ours, t2i = view.showo, view.ours, view.showo.task == "t2i"
+    if t2i:
+        left = side_label("Show-o", view.sizes[0], showo.seed)
+        right = side_label("OmniMamba", view.sizes[1], ours.seed) if ours else "OmniMamba · not made yet"
+    else:
+        left = side_label("Asked to both", view.sizes[0]) if showo.image else "Text only: no image"
+        right = "OmniMamba"
+    return (gr.Image(value=open_image(showo.image) if showo.image else None, label=left),
+            gr.Image(value=ours.image if t2i and ours else None, label=right, visible=t2i),
+            gr.Row(visible=not t2i),
+            gr.skip() if t2i else showo.answer or "",
+            gr.skip() if t2i else ours.answer if ours else "(not made yet)",
+            view.table, view.seed)
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -427,13 +701,14 @@ def load_examples() -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"chat": [], "text_to_image": []}
 
 
-def sampling_controls(seed_label: str = "Seed (-1 = random)", seed: int = -1) -> list[gr.components.Component]:
-    """Temperature, top-k, top-p and seed; the defaults are the official greedy decoding."""
+def sampling_controls(seed_label: str = "Seed (-1 = random)", seed: int = -1, with_seed: bool = True
+                      ) -> list[gr.components.Component]:
+    """Temperature, top-k, top-p and (unless left out) seed; the defaults are the official greedy decoding."""
     return [
         gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature", info="used only when top-k ≠ 1"),
         gr.Slider(0, 1000, value=1, step=1, label="Top-k", info="1 = greedy (official), 0 = off"),
         gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p", info="0 = off"),
-        gr.Number(value=seed, precision=0, minimum=-1, maximum=MAX_SEED, label=seed_label),
+        *([gr.Number(value=seed, precision=0, minimum=-1, maximum=MAX_SEED, label=seed_label)] if with_seed else []),
     ]
 
 
@@ -507,28 +782,86 @@ def t2i_tab(ui: App, panel: gr.HTML, prompts: list[str]) -> None:
 
 
 COMPARE_INTRO = """Put OmniMamba beside [Show-o](https://github.com/showlab/Show-o). Show-o runs in its own
-environment: bring its output for the same prompt (or question), and OmniMamba makes its side here under recorded
-settings. For a whole set, with grids and an HTML report, use `python -m omnimamba compare` (docs/compare.md)."""
+environment: bring its outputs (a folder's images with the prompts file they were made from, or a manifest), browse
+the pairs, and OmniMamba makes its side of each here, timed, under recorded settings; or compare one prompt or
+question. For grid pages and an HTML report of a whole set, use `python -m omnimamba compare` (docs/compare.md)."""
+SET_FILES_HINT = ("Drop Show-o's images together with the prompts .txt they were made from (one prompt per line: "
+                  "image i is line i, in the natural order of the file names), or a manifest .jsonl with the images "
+                  "it names (it may hold image chats too, and Show-o's seeds and times).")
 T2I, MMU = "Text to image", "Image chat"
 
 
 def compare_tab(ui: App, panel: gr.HTML) -> None:
     prompts, questions = compare_inputs()
     gr.Markdown(COMPARE_INTRO, elem_classes="om-hint")
-    task = gr.Radio([T2I, MMU], value=T2I, show_label=False, container=False)
-    with gr.Column(visible=True) as t2i_side:
-        compare_images_side(ui, panel, prompts)
-    with gr.Column(visible=False) as mmu_side:
-        compare_answers_side(ui, panel, questions)
+    with gr.Tabs():
+        with gr.Tab("Show-o set", id="compare-set"):
+            compare_set_view(ui, panel)
+        with gr.Tab("One prompt or question", id="compare-one"):
+            task = gr.Radio([T2I, MMU], value=T2I, show_label=False, container=False)
+            with gr.Column(visible=True) as t2i_side:
+                compare_images_side(ui, panel, prompts)
+            with gr.Column(visible=False) as mmu_side:
+                compare_answers_side(ui, panel, questions)
     task.change(lambda t: (gr.Column(visible=t == T2I), gr.Column(visible=t == MMU)), task, [t2i_side, mmu_side],
                 queue=False, api_visibility="private")
+
+
+def compare_set_view(ui: App, panel: gr.HTML) -> None:
+    """Load a Show-o set, browse its pairs, make OmniMamba's side of one or all (cached in the tab's state)."""
+    cset = gr.State(CompareSet(), delete_callback=CompareSet.close)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            files = gr.File(file_count="multiple", file_types=[*IMAGE_SUFFIXES, ".txt", ".jsonl"], height=210,
+                            label="Show-o's outputs", elem_id="om-set-files")
+            gr.Markdown(SET_FILES_HINT, elem_classes="om-hint")
+            path = gr.Textbox(label="…or a folder or manifest on this machine", visible=ui.server_paths,
+                              placeholder="~/showo-out/256  or  ~/showo-out/256/manifest.jsonl")
+            load = gr.Button("Load the set", elem_id="om-set-load")
+            status = gr.Markdown(set_status("", [], 0), elem_id="om-set-status", latex_delimiters=[])
+            with gr.Accordion("OmniMamba's settings", open=False):
+                settings = [*sampling_controls(with_seed=False),
+                            gr.Slider(0.0, 10.0, value=1.0, step=0.25, label="Guidance scale (1 = off)"),
+                            gr.Slider(1, MAX_NEW_TOKENS, value=COMPARE_NEW_TOKENS, step=1,
+                                      label="Max new tokens (image chat)")]
+            download = gr.DownloadButton("Download manifest (both sides, JSONL)", visible=False, size="md")
+        with gr.Column(scale=5):
+            with gr.Row(equal_height=True):
+                pick = gr.Dropdown([], value=None, label="Pair", scale=3, elem_id="om-set-pick")
+                seed = gr.Number(value=None, precision=0, minimum=0, maximum=MAX_SEED, scale=1, min_width=220,
+                                 label="OmniMamba's seed", info="default: Show-o's, else the pair's index")
+            with gr.Row():
+                back = gr.Button("◀ Previous", min_width=150)
+                forward = gr.Button("Next ▶", min_width=100)
+                make = gr.Button("Make OmniMamba's side", variant="primary", scale=3, elem_id="om-set-make")
+                make_all = gr.Button("Make all", min_width=90)
+                stop = gr.Button("Stop", variant="stop", min_width=80)
+            with gr.Row(equal_height=True):
+                showo_pic, ours_pic = (gr.Image(label=name, format="png", interactive=False, height=330,
+                                                buttons=["download", "fullscreen"], elem_id=f"om-set-{key}")
+                                       for name, key in (("Show-o", "showo"), ("OmniMamba", "ours")))
+            with gr.Row(visible=False) as answers:
+                showo_answer, ours_answer = (gr.Textbox(label=f"{name}'s answer", lines=6, interactive=False)
+                                             for name in ("Show-o", "OmniMamba"))
+            table = gr.Markdown(elem_id="om-set-table", latex_delimiters=[])
+    outputs = [cset, pick, status, download, showo_pic, ours_pic, answers, showo_answer, ours_answer, table, seed]
+    browse = dict(outputs=outputs, api_visibility="private", concurrency_limit=None)
+    load.click(user_errors(ui.load_set), [files, path, cset], **browse)
+    pick.input(user_errors(ui.show_pair), [cset, pick], **browse)
+    back.click(user_errors(ui.previous_pair), [cset, pick], **browse)
+    forward.click(user_errors(ui.next_pair), [cset, pick], **browse)
+    making = [make.click(inputs=[cset, pick, seed, *settings], outputs=[*outputs, panel], api_visibility="private",
+                         **gpu_event(ui.make_pair)),
+              make_all.click(inputs=[cset, *settings], outputs=[*outputs, panel], api_visibility="private",
+                             **gpu_event(ui.make_all))]
+    stop.click(None, cancels=making, api_visibility="private")
 
 
 def compare_images_side(ui: App, panel: gr.HTML, prompts: list[str]) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Dropdown(prompts, value=prompts[0] if prompts else None, allow_custom_value=True,
-                                 label="Prompt (the one Show-o was given)")
+                                 label="Prompt (the one Show-o was given): pick one or type a new one")
             showo_image = gr.Image(type="filepath", label="Show-o's image (optional)", height=240,
                                    sources=["upload", "clipboard"], elem_id="om-showo-image")
             with gr.Accordion("OmniMamba's settings", open=False):
@@ -538,10 +871,11 @@ def compare_images_side(ui: App, panel: gr.HTML, prompts: list[str]) -> None:
         with gr.Column(scale=3):
             picture = gr.Image(label="Show-o (left) · OmniMamba (right)", format="png", interactive=False,
                                height=420, buttons=["download", "fullscreen"], elem_id="om-compare-picture")
+            table = gr.Markdown(latex_delimiters=[], elem_id="om-compare-table")
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
-    go.click(inputs=[prompt, seed, showo_image, temperature, top_k, top_p, guidance], outputs=[picture, record, panel],
-             api_visibility="private", **gpu_event(ui.compare_images_ui))
+    go.click(inputs=[prompt, seed, showo_image, temperature, top_k, top_p, guidance],
+             outputs=[picture, record, table, panel], api_visibility="private", **gpu_event(ui.compare_images_ui))
 
 
 def compare_answers_side(ui: App, panel: gr.HTML, questions: list[list[str]]) -> None:
@@ -559,17 +893,20 @@ def compare_answers_side(ui: App, panel: gr.HTML, questions: list[list[str]]) ->
                             api_visibility="private")
         with gr.Column(scale=3):
             answer = gr.Textbox(label="OmniMamba's answer", lines=8, interactive=False, buttons=["copy"])
+            table = gr.Markdown(latex_delimiters=[])
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
-    ask.click(inputs=[image, question, showo_answer, *settings], outputs=[answer, record, panel],
+    ask.click(inputs=[image, question, showo_answer, *settings], outputs=[answer, record, table, panel],
               api_visibility="private", **gpu_event(ui.compare_answers_ui))
 
 
 def api_endpoints(ui: App) -> None:
     """Endpoints for gradio_client with plain inputs (file paths, text, numbers), hidden from the page. The
-    settings' defaults are the official greedy decoding; a seed of -1 draws one (it comes back in the metrics)."""
-    def endpoint(name: str, fn: Callable, inputs: list, outputs: list) -> None:
-        gr.Button(name).click(inputs=inputs, outputs=outputs, api_name=name, **gpu_event(fn))
+    settings' defaults are the official greedy decoding; a seed of -1 draws one (it comes back in the metrics).
+    A Show-o set: /compare_load keeps it in the client's session, then /compare_pair compares one pair a call."""
+    def endpoint(name: str, fn: Callable, inputs: list, outputs: list, gpu: bool = True) -> None:
+        listener = gpu_event(fn) if gpu else dict(fn=user_errors(fn), concurrency_limit=None)
+        gr.Button(name).click(inputs=inputs, outputs=outputs, api_name=name, **listener)
 
     with gr.Column(visible=False):
         image, showo_image = (gr.File(file_types=["image"], type="filepath", label=n) for n in ("image", "showo_image"))
@@ -590,11 +927,18 @@ def api_endpoints(ui: App) -> None:
                  [picture, record])
         endpoint("compare_chat", ui.api_compare_answers, [image, question, showo_answer, max_new, *sampler, seed],
                  [answer, record])
+        cset = gr.State(CompareSet(), delete_callback=CompareSet.close)
+        showo_files, showo_path = gr.File(file_count="multiple", label="showo_files"), gr.Textbox(label="showo_path")
+        pair, loaded = gr.Number(value=1, precision=0, label="pair"), gr.JSON(label="loaded")
+        endpoint("compare_load", ui.api_compare_load, [showo_files, showo_path, cset], [loaded, cset], gpu=False)
+        endpoint("compare_pair", ui.api_compare_pair, [cset, pair, seed, *sampler, guidance, max_new],
+                 [picture, record, cset])
 
 
-def build_demo(engine: Engine) -> gr.Blocks:
-    """The whole app around one shared engine. Styling is passed at launch (see `serve`)."""
-    ui, examples = App(engine), load_examples()
+def build_demo(engine: Engine, server_paths: bool = False) -> gr.Blocks:
+    """The whole app around one shared engine. Styling is passed at launch (see `serve`). `server_paths` lets the
+    Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server."""
+    ui, examples = App(engine, server_paths), load_examples()
     with gr.Blocks(title="OmniMamba", delete_cache=(3600, 3600)) as demo:
         gr.HTML(header_html(ui.info), elem_id="om-header")
         panel = gr.HTML(ui.panel(), elem_id="om-panel", js_on_load=None)
@@ -609,12 +953,16 @@ def build_demo(engine: Engine) -> gr.Blocks:
     return demo
 
 
+SET_CSS = """#om-set-showo img, #om-set-ours img { width: 100%; height: 100%; object-fit: contain; }
+#om-set-table table { margin-top: 4px; }"""  # both sides of a pair at one display size, whatever their native size
+
+
 def look() -> dict:
     """Theme and CSS: Gradio 6 takes them at launch()."""
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="violet", neutral_hue="slate",
                            font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
                            font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
-    return {"theme": theme, "css_paths": [STYLE] if STYLE.is_file() else None}
+    return {"theme": theme, "css_paths": [STYLE] if STYLE.is_file() else None, "css": SET_CSS}
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
@@ -686,7 +1034,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     if args.warmup and engine.device.type == "cuda" and not ZERO_GPU:  # on ZeroGPU there is no GPU until a call
         warm_up(engine)
-    serve(build_demo(engine), args.host, args.port, args.share, queue_size=args.queue_size)
+    local = args.host in LOCAL_HOSTS and not args.share and "SPACE_ID" not in os.environ
+    serve(build_demo(engine, server_paths=local), args.host, args.port, args.share, queue_size=args.queue_size)
 
 
 if __name__ == "__main__":

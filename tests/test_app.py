@@ -22,7 +22,8 @@ from omnimamba.engine import Engine
 from omnimamba.metrics import RequestMetrics
 from omnimamba.model.omnimamba import EOS_ID
 from omnimamba.sampling import SamplingParams
-from omnimamba.ui_format import header_html, panel_html
+from omnimamba.compare import CompareError, Item, write_manifest
+from omnimamba.ui_format import header_html, md_escape, pair_table, panel_html
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUSE = ROOT / "assets" / "examples" / "house.png"
@@ -73,7 +74,8 @@ def text_to_image(client: Client, prompt="a red cube on a table", num_images=2, 
 def test_the_api_names_its_endpoints(served):
     _, client = served
     api = client.view_api(print_info=False, return_format="dict")
-    assert {"/chat", "/text_to_image", "/compare_text_to_image", "/compare_chat"} <= set(api["named_endpoints"])
+    assert {"/chat", "/text_to_image", "/compare_text_to_image", "/compare_chat", "/compare_load",
+            "/compare_pair"} <= set(api["named_endpoints"])
 
 
 def test_chat_streams_text_and_metrics_and_a_follow_up_reuses_the_state(served):
@@ -175,7 +177,7 @@ def test_gpu_handlers_share_one_queue(engine):
     demo = app.build_demo(engine)
     gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}
     assert {"respond", "images", "api_chat", "api_text_to_image", "compare_images_ui", "compare_answers_ui",
-            "api_compare_images", "api_compare_answers"} <= set(gpu)
+            "api_compare_images", "api_compare_answers", "make_pair", "make_all", "api_compare_pair"} <= set(gpu)
     assert all(fn.concurrency_limit == 1 for fn in gpu.values())
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert {"chat", "text_to_image"} <= public
@@ -278,12 +280,195 @@ def test_compare_endpoints_record_both_sides(served, tmp_path):
         assert grid.width > 2 * 64, "a grid page: Show-o left, OmniMamba right"
     assert record["showo"]["resolution"] == 256 and record["omnimamba"]["resolution"] == 64
     assert record["omnimamba"]["seed"] == 3 and record["omnimamba"]["image"] == "t2i_000.png"
+    assert record["omnimamba"]["seconds"] > 0 and record["showo"]["seconds"] is None, "one upload: no Show-o time"
 
     job = client.submit(handle_file(str(HOUSE)), "What colour is the roof?", "Red.", 5, 1.0, 1, 0.0, 0,
                         api_name="/compare_chat")
     answer, record = job.result(timeout=WAIT_S)
     assert answer == record["omnimamba"]["answer"] and record["showo"]["answer"] == "Red."
     assert record["omnimamba"]["image"] == record["showo"]["image"] == "house.png"
+    assert record["omnimamba"]["seed"] == 0 and record["omnimamba"]["seconds"] > 0
+
+
+def file_path(value) -> str:
+    """A file value as a path, whether a component or the client gives it as a path or as FileData."""
+    return value["path"] if isinstance(value, dict) else value.path if hasattr(value, "path") else str(value)
+
+
+def write_showo_set(folder: Path, sizes=(256, 256, 256)) -> list[Path]:
+    """Show-o's outputs as its script names them (img_10 after img_2) and the prompts file they were made from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for number, size in zip((1, 2, 10), sizes):
+        images.append(folder / f"img_{number}.png")
+        Image.new("RGB", (size, size), (20 * number, 90, 160)).save(images[-1])
+    (folder / "prompts.txt").write_text("A red apple.\nA blue car.\nA green tree.\n")
+    return images + [folder / "prompts.txt"]
+
+
+def write_showo_manifest(folder: Path) -> list[Path]:
+    """A manifest in Show-o's run folder naming images under images/, with seeds and times; one image chat."""
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (512, 512), "orange").save(folder / "images" / "000.png")
+    Image.open(HOUSE).save(folder / "images" / "house.png")
+    items = [Item("t2i", "An orange sun.", image=str(folder / "images" / "000.png"), seed=42, resolution=512,
+                  sampler={"steps": 50, "guidance_scale": 5.0}, seconds=3.25, peak_vram_gib=9.5, model="showlab/show-o",
+                  device="NVIDIA H100 80GB HBM3 (bfloat16)"),
+             Item("mmu", "What is this?", image=str(folder / "images" / "house.png"), answer="A house.", seed=7,
+                  seconds=0.8, model="showlab/show-o")]
+    return [write_manifest(items, folder / "manifest.jsonl"), folder / "images" / "000.png",
+            folder / "images" / "house.png"]
+
+
+def test_the_api_loads_a_showo_set_and_compares_it_pair_by_pair(served, tmp_path):
+    _, client = served
+    files = write_showo_manifest(tmp_path / "run")
+    loaded = client.predict([handle_file(str(f)) for f in files], "", api_name="/compare_load")
+    assert loaded["pairs"] == 2 and [item["task"] for item in loaded["showo"]] == ["t2i", "mmu"]
+    assert loaded["showo"][0]["seconds"] == 3.25 and loaded["showo"][0]["image"] == "000.png"
+
+    picture, record = client.predict(1, -1, 1.0, 1, 0.0, 1.0, 8, api_name="/compare_pair")
+    showo, ours = record["showo"], record["omnimamba"]
+    assert record["pair"] == 1 and showo["seconds"] == 3.25 and showo["seed"] == 42 and showo["peak_vram_gib"] == 9.5
+    assert ours["seed"] == 42 and ours["seconds"] > 0, "the default seed is Show-o's"
+    assert ours["resolution"] == 64 and Image.open(file_path(picture)).size == (64, 64)
+
+    picture, record = client.predict(2, 5, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+    assert picture is None and record["showo"]["answer"] == "A house." and record["omnimamba"]["answer"]
+    assert record["omnimamba"]["seed"] == 5 and record["omnimamba"]["seconds"] > 0 and record["showo"]["seconds"] == 0.8
+    assert record["omnimamba"]["image"] == record["showo"]["image"] == "house.png"
+
+    with pytest.raises(AppError, match="pair must be a whole number in 1..2"):
+        client.predict(3, -1, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+    mismatched = write_showo_set(tmp_path / "folder")[1:]  # two images, three prompts
+    with pytest.raises(AppError, match="2 images uploaded but prompts.txt has 3 prompts") as error:
+        client.predict([handle_file(str(f)) for f in mismatched], "", api_name="/compare_load")
+    assert "Traceback" not in str(error.value) and "/tmp" not in str(error.value)
+    with pytest.raises(AppError, match="path on the server is turned off"):
+        client.predict([], str(tmp_path / "run" / "manifest.jsonl"), api_name="/compare_load")
+
+
+# ---------------------------------------------------------------------------------------------- compare: a Show-o set
+def test_a_folder_upload_pairs_image_i_with_prompt_line_i_in_natural_order(tmp_path):
+    files = write_showo_set(tmp_path / "upload")
+    cset = app.load_showo_set([str(f) for f in reversed(files)], None, allow_paths=False)
+    try:
+        assert [(Path(i.image).name, i.prompt) for i in cset.showo] == [
+            ("img_1.png", "A red apple."), ("img_2.png", "A blue car."), ("img_10.png", "A green tree.")]
+        assert cset.source == "3 images + prompts.txt" and Path(cset.showo[0].image).parent == Path(cset.folder)
+        assert [cset.default_seed(i) for i in range(3)] == [app.BASE_SEED, app.BASE_SEED + 1, app.BASE_SEED + 2]
+    finally:
+        cset.close()
+    assert not Path(cset.folder).exists(), "the set's temporary folder goes with it"
+
+
+@pytest.mark.parametrize("pick, message", [
+    (lambda f: f[:2] + f[3:], "2 images uploaded but prompts.txt has 3 prompts"),
+    (lambda f: f[:3], "Also upload the prompts .txt"),
+    (lambda f: [], "Nothing to load"),
+    (lambda f: f + [f[0].with_name("notes.md")], "notes.md: expected Show-o's images"),
+    (lambda f: f + [f[0].with_name("other.txt")], "Upload one prompts .txt or one manifest"),
+    (lambda f: f[:2] + [f[0].with_name("broken.png")] + f[3:], "could not read image broken.png"),
+], ids=["mismatched-counts", "no-prompts", "nothing", "other-file", "two-prompt-files", "unreadable-image"])
+def test_a_bad_upload_is_refused_with_what_to_change(tmp_path, pick, message):
+    files = write_showo_set(tmp_path)
+    (tmp_path / "notes.md").write_text("x")
+    (tmp_path / "other.txt").write_text("x\n")
+    (tmp_path / "broken.png").write_text("not a png")
+    with pytest.raises(CompareError, match=message) as error:
+        app.load_showo_set([str(f) for f in pick(files)], "", allow_paths=False)
+    assert str(tmp_path) not in str(error.value) and "omnimamba-set-" not in str(error.value)
+    with pytest.raises(app.gr.Error, match=message):  # as the app's handler shows it
+        app.user_errors(app.load_showo_set)([str(f) for f in pick(files)], "", False)
+
+
+def test_a_manifest_upload_finds_its_images_by_name_and_reads_nothing_else(tmp_path):
+    files = write_showo_manifest(tmp_path / "run")
+    cset = app.load_showo_set([str(f) for f in files], None, allow_paths=False)
+    assert [i.task for i in cset.showo] == ["t2i", "mmu"] and cset.default_seed(0) == 42
+    assert all(Path(i.image).parent == Path(cset.folder) for i in cset.showo)
+    cset.close()
+    with pytest.raises(CompareError, match=r"names 1 image\(s\) that were not uploaded: house.png"):
+        app.load_showo_set([str(f) for f in files[:2]], None, allow_paths=False)
+    outside = tmp_path / "evil.jsonl"
+    outside.write_text('{"task": "t2i", "prompt": "x", "image": "/etc/secret.png"}\n')
+    with pytest.raises(CompareError, match="secret.png"):
+        app.load_showo_set([str(outside)], None, allow_paths=False)
+
+
+def test_a_server_path_loads_only_when_allowed(tmp_path):
+    write_showo_set(tmp_path / "out")
+    with pytest.raises(CompareError, match="turned off"):
+        app.load_showo_set(None, str(tmp_path / "out"), allow_paths=False)
+    cset = app.load_showo_set(None, str(tmp_path / "out"), allow_paths=True)  # prompts.txt kept in the folder
+    assert len(cset.showo) == 3 and cset.source.endswith("out + prompts.txt")
+    cset.close()
+    (tmp_path / "out" / "prompts.txt").unlink()
+    with pytest.raises(CompareError, match="also upload the prompts .txt"):
+        app.load_showo_set(None, str(tmp_path / "out"), allow_paths=True)
+
+
+def test_browsing_a_set_makes_each_side_once_and_shows_it_again_instantly(engine, tmp_path, monkeypatch):
+    ui = app.App(engine)
+    files = write_showo_set(tmp_path, sizes=(256, 512, 256))
+    cset, picker, status, download, *view = ui.load_set([str(f) for f in files], "", app.CompareSet())
+    assert picker.choices[1] == ("2. A blue car.", 1) and picker.value == 0 and "made for 0 of 3" in status
+    assert Path(file_path(download.value)).name == app.SET_MANIFEST
+    showo_pic, ours_pic, _, _, _, table, seed = view
+    assert showo_pic.label == "Show-o · 256×256" and ours_pic.label == "OmniMamba · not made yet" and seed == 0
+    assert "| Time | not recorded | not made yet |" in table
+
+    outputs = ui.next_pair(cset, 0)
+    assert outputs[1] == 1 and outputs[4].label == "Show-o · 512×512" and outputs[-1] == 1
+    assert ui.previous_pair(cset, 0)[1] == 0 and ui.next_pair(cset, 2)[1] == 2, "clamped to the set"
+
+    streamed = list(ui.make_pair(cset, 1, 9, 1.0, 1, 0.0, 1.0, 8))
+    assert "pair 2" in streamed[0][-1] and "Compare" in streamed[-1][-1] and "Done" in streamed[-1][-1]
+    cset, picker, status, download, showo_pic, ours_pic, _, _, _, table, seed = streamed[-1][:-1]
+    assert ours_pic.label == "OmniMamba · 64×64 · seed 9" and seed == 9 and "made for 1 of 3" in status
+    assert cset.ours[1].seconds > 0 and "| Seed | not recorded | 9 |" in table
+    assert Image.open(file_path(ours_pic.value)).size == (64, 64)
+    lines = Path(file_path(download.value)).read_text().splitlines()
+    assert len(lines) == 4 and '"omnimamba/t2i_001.png"' in lines[-1]
+
+    def no_gpu(*args, **kwargs):
+        raise AssertionError("browsing back must not generate again")
+    monkeypatch.setattr(engine, "text_to_image", no_gpu)
+    again = ui.show_pair(cset, 1)
+    assert again[5].label == ours_pic.label and again[5].value == ours_pic.value
+    monkeypatch.undo()
+
+    made = list(ui.make_all(cset, 1.0, 1, 0.0, 1.0, 8))
+    assert sorted(cset.ours) == [0, 1, 2] and cset.ours[1].seed == 9, "made ones are kept"
+    assert len(made) == 4 and made[-1][1] == 2 and "made for 3 of 3" in made[-1][2], "progress, then each pair"
+    assert len(list(ui.make_all(cset, 1.0, 1, 0.0, 1.0, 8))) == 1, "nothing left to make: one update, no work"
+    with pytest.raises(CompareError, match="Load a Show-o set first"):
+        list(ui.make_pair(app.CompareSet(), 0, None, 1.0, 1, 0.0, 1.0, 8))
+    cset.close()
+
+
+def test_an_image_chat_pair_shows_the_image_once_and_both_answers(engine, tmp_path):
+    ui = app.App(engine)
+    files = write_showo_manifest(tmp_path / "run")
+    cset = ui.load_set([str(f) for f in files], "", app.CompareSet())[0]
+    *_, showo_pic, ours_pic, answers, showo_answer, ours_answer, table, seed = ui.show_pair(cset, 1)
+    assert showo_pic.label.startswith("Asked to both") and not ours_pic.visible and answers.visible
+    assert showo_answer == "A house." and ours_answer == "(not made yet)" and seed == 7
+    assert "| Time | 800 ms | not made yet |" in table and "**Question:** What is this?" in table
+    outputs = list(ui.make_pair(cset, 1, None, 1.0, 1, 0.0, 1.0, 5))[-1]
+    assert outputs[8] == cset.ours[1].answer and cset.ours[1].seed == 7
+    cset.close()
+
+
+def test_the_pair_table_says_what_each_side_recorded():
+    showo = Item("t2i", "A *bold* [link](x) | pipe", image="a.png", seed=42, seconds=3.25, peak_vram_gib=9.5,
+                 model="showlab/show-o", device="NVIDIA H100 (bfloat16)", sampler={"steps": 50})
+    ours = Item("t2i", showo.prompt, image="b.png", seed=42, seconds=0.45, model="OmniMamba", device="CPU (float32)")
+    table = pair_table(showo, ours, ((512, 512), (256, 256)))
+    assert md_escape(showo.prompt) in table and "| Peak VRAM | 9\\.50 GiB | n/a \\(no GPU\\) |" in table
+    assert "| Time | 3\\.25 s | 450 ms |" in table and "| Native size | 512×512 | 256×256 |" in table
+    assert "different devices" in table
+    assert md_escape("a|b <i>") == "a\\|b \\<i\\>"
 
 
 def test_warm_up_runs_one_request_of_each_kind(engine):

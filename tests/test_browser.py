@@ -1,7 +1,8 @@
 """The app in a real browser: headless Debian chromium driven by Playwright, around the tiny random model.
 
 Uploads an image and asks about it (the answer streams in), makes two images (the gallery fills), compares with a
-"Show-o" image, and watches the live panel change. Screenshots go to pytest's tmp dir, and to outputs/screenshots/
+"Show-o" image, loads Show-o sets (images + prompts file; a manifest with an image chat), browses their pairs and makes
+OmniMamba's side, and watches the live panel change. Screenshots go to pytest's tmp dir, and to outputs/screenshots/
 when OMNIMAMBA_SCREENSHOTS is set. Needs /usr/bin/chromium (apt-get install chromium) and the playwright package;
 never `playwright install` (it downloads a browser).
 """
@@ -108,6 +109,12 @@ def panel_text(page) -> str:
     return page.inner_text(".om-panel")
 
 
+def settled(page) -> None:
+    """Wait until no component is faded as pending an update (before a screenshot)."""
+    page.wait_for_function("document.querySelectorAll('.pending').length === 0")
+    page.wait_for_timeout(300)  # the fade back in
+
+
 def test_chat_streams_an_answer_and_the_panel_follows(page, shot):
     assert "Idle" in panel_text(page) and "CPU (no GPU)" in panel_text(page)
     assert page.locator(".om-banner").is_visible(), "random weights must be labelled"
@@ -157,6 +164,7 @@ def test_compare_puts_both_sides_in_one_picture(page, shot, tmp_path):
     showo = tmp_path / "showo.png"
     Image.new("RGB", (256, 256), (40, 120, 200)).save(showo)
     page.get_by_role("tab", name="Compare").click()
+    page.get_by_role("tab", name="One prompt or question").click()
     page.locator("#om-showo-image input[type=file]").set_input_files(str(showo))
     page.wait_for_selector("#om-showo-image img")
     page.get_by_role("button", name="Make OmniMamba's image").click()
@@ -164,4 +172,86 @@ def test_compare_puts_both_sides_in_one_picture(page, shot, tmp_path):
     page.wait_for_selector("#om-compare-picture img")
     width = page.evaluate("document.querySelector('#om-compare-picture img').naturalWidth")
     assert width > 2 * 64, "a grid page with both sides, not OmniMamba's image alone"
+    assert "not recorded" in page.inner_text("#om-compare-table"), "a single upload carries no Show-o time"
     shot(page, "05-compare")
+
+
+def draw_showo_set(folder: Path) -> list[Path]:
+    """Two 'Show-o' images, the second twice the size, and the prompts file they were made from."""
+    folder.mkdir()
+    images = [folder / "0.png", folder / "1.png"]
+    Image.new("RGB", (256, 256), (220, 90, 40)).save(images[0])
+    Image.linear_gradient("L").resize((512, 512)).convert("RGB").save(images[1])
+    (folder / "prompts.txt").write_text("An orange square.\nA grey gradient, dark at the top.\n")
+    return [*images, folder / "prompts.txt"]
+
+
+def test_compare_browses_a_showo_set_and_makes_omnimambas_side(page, shot, tmp_path):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#om-set-files input[type=file]").set_input_files([str(p) for p in draw_showo_set(tmp_path / "s")])
+    page.locator("#om-set-load").click()
+    watch(lambda: page.inner_text("#om-set-status"), lambda text: "2 pairs" in text)
+    page.wait_for_selector("#om-set-showo img")
+    assert "Show-o · 256×256" in page.inner_text("#om-set-showo")
+
+    page.get_by_role("button", name="Next ▶").click()
+    watch(lambda: page.locator("#om-set-pick input").input_value(), lambda text: text.startswith("2. A grey"))
+    watch(lambda: page.inner_text("#om-set-showo"), lambda text: "Show-o · 512×512" in text)
+    assert page.get_by_label("OmniMamba's seed").input_value() == "1", "no Show-o seed: the pair's index"
+
+    page.locator("#om-set-make").click()
+    watch(lambda: panel_text(page), lambda text: "Compare" in text and "Done" in text)
+    page.wait_for_selector("#om-set-ours img")
+    assert "OmniMamba · 64×64 · seed 1" in page.inner_text("#om-set-ours")
+    table = page.inner_text("#om-set-table")
+    time_row = next(line for line in table.splitlines() if line.startswith("Time"))
+    assert "not recorded" in time_row and ("ms" in time_row or " s" in time_row), time_row
+    assert "made for 1 of 2" in page.inner_text("#om-set-status")
+    settled(page)
+    shot(page, "06-compare-set")
+
+    page.get_by_role("button", name="◀ Previous").click()  # the first pair: not made yet; back again: instant
+    watch(lambda: page.inner_text("#om-set-ours"), lambda text: "not made yet" in text)
+    page.get_by_role("button", name="Next ▶").click()
+    watch(lambda: page.inner_text("#om-set-ours"), lambda text: "seed 1" in text, timeout_s=5)
+
+
+def write_showo_manifest(folder: Path) -> list[Path]:
+    """A Show-o run described by a manifest: an image with its recorded seed and time, and an image chat."""
+    from omnimamba.compare import Item, write_manifest
+
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (512, 512), (250, 170, 30)).save(folder / "images" / "000.png")
+    shutil.copy(HOUSE, folder / "images" / "house.png")
+    items = [Item("t2i", "An orange sun.", image=str(folder / "images" / "000.png"), seed=42, resolution=512,
+                  sampler={"steps": 50, "guidance_scale": 5.0}, seconds=3.25, peak_vram_gib=9.5,
+                  model="showlab/show-o"),
+             Item("mmu", "What is in the picture?", image=str(folder / "images" / "house.png"),
+                  answer="A house with a red roof.", seed=7, seconds=0.8, model="showlab/show-o")]
+    return [write_manifest(items, folder / "manifest.jsonl"), folder / "images" / "000.png",
+            folder / "images" / "house.png"]
+
+
+def test_compare_makes_all_of_a_manifest_set_with_both_sides_timed(page, shot, tmp_path):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#om-set-files input[type=file]").set_input_files([str(p) for p in write_showo_manifest(tmp_path)])
+    page.locator("#om-set-load").click()
+    watch(lambda: page.inner_text("#om-set-status"), lambda text: "1 text to image, 1 image chat" in text)
+    page.get_by_role("button", name="Make all").click()
+    watch(lambda: page.inner_text("#om-set-status"), lambda text: "made for 2 of 2" in text)
+    watch(lambda: page.locator("#om-set-pick input").input_value(), lambda text: text.startswith("2. chat:"))
+    assert "Asked to both" in page.inner_text("#om-set-showo") and not page.locator("#om-set-ours").is_visible()
+    assert page.get_by_label("Show-o's answer").input_value() == "A house with a red roof."
+    assert page.get_by_label("OmniMamba's answer").input_value().strip()
+    time_row = next(line for line in page.inner_text("#om-set-table").splitlines() if line.startswith("Time"))
+    assert "800 ms" in time_row and "not" not in time_row, time_row
+    settled(page)
+    shot(page, "07-compare-set-chat")
+
+    page.locator("#om-set-pick input").click()  # pick the first pair from the list
+    page.get_by_role("option", name="1. An orange sun.").click()
+    watch(lambda: page.inner_text("#om-set-ours"), lambda text: "OmniMamba · 64×64 · seed 42" in text)
+    table = page.inner_text("#om-set-table")
+    assert "3.25 s" in table and "9.50 GiB" in table and "steps 50" in table
+    settled(page)
+    shot(page, "08-compare-set-recorded")

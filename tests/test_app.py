@@ -23,6 +23,7 @@ from omnimamba.metrics import RequestMetrics
 from omnimamba.model.omnimamba import EOS_ID
 from omnimamba.sampling import SamplingParams
 from omnimamba.compare import CompareError, Item, write_manifest
+from omnimamba.compare_set import BASE_SEED, SET_MANIFEST
 from omnimamba.ui_format import header_html, md_escape, pair_table, panel_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,7 +357,7 @@ def test_a_folder_upload_pairs_image_i_with_prompt_line_i_in_natural_order(tmp_p
         assert [(Path(i.image).name, i.prompt) for i in cset.showo] == [
             ("img_1.png", "A red apple."), ("img_2.png", "A blue car."), ("img_10.png", "A green tree.")]
         assert cset.source == "3 images + prompts.txt" and Path(cset.showo[0].image).parent == Path(cset.folder)
-        assert [cset.default_seed(i) for i in range(3)] == [app.BASE_SEED, app.BASE_SEED + 1, app.BASE_SEED + 2]
+        assert [cset.default_seed(i) for i in range(3)] == [BASE_SEED, BASE_SEED + 1, BASE_SEED + 2]
     finally:
         cset.close()
     assert not Path(cset.folder).exists(), "the set's temporary folder goes with it"
@@ -413,7 +414,7 @@ def test_browsing_a_set_makes_each_side_once_and_shows_it_again_instantly(engine
     files = write_showo_set(tmp_path, sizes=(256, 512, 256))
     cset, picker, status, download, *view = ui.load_set([str(f) for f in files], "", app.CompareSet())
     assert picker.choices[1] == ("2. A blue car.", 1) and picker.value == 0 and "made for 0 of 3" in status
-    assert Path(file_path(download.value)).name == app.SET_MANIFEST
+    assert Path(file_path(download.value)).name == SET_MANIFEST
     showo_pic, ours_pic, _, _, _, table, seed = view
     assert showo_pic.label == "Show-o · 256×256" and ours_pic.label == "OmniMamba · not made yet" and seed == 0
     assert "| Time | not recorded | not made yet |" in table

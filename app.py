@@ -800,16 +800,12 @@ def build_demo(engine: Engine, server_paths: bool = False) -> gr.Blocks:
     return demo
 
 
-SET_CSS = """#om-set-showo img, #om-set-ours img { width: 100%; height: 100%; object-fit: contain; }
-#om-set-table table { margin-top: 4px; }"""  # both sides of a pair at one display size, whatever their native size
-
-
 def look() -> dict:
     """Theme and CSS: Gradio 6 takes them at launch()."""
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="violet", neutral_hue="slate",
                            font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
                            font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"])
-    return {"theme": theme, "css_paths": [STYLE] if STYLE.is_file() else None, "css": SET_CSS}
+    return {"theme": theme, "css_paths": [STYLE] if STYLE.is_file() else None}
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,

@@ -5,7 +5,7 @@ is the same architecture at toy sizes for CPU tests. Sizes below cite reference 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -156,6 +156,3 @@ class OmniMambaConfig:
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
-
-    def with_(self, **changes: Any) -> "OmniMambaConfig":
-        return replace(self, **changes)

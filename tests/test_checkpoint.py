@@ -98,3 +98,18 @@ def test_truncated_files_get_a_redownload_hint(tiny_model, tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         read_state_dict(path)
+
+
+def test_tower_weights_load_from_timm_layout_dicts(tiny_model):
+    vb = tiny_model.vision_backbone
+    dino = {k: v + 0.25 for k, v in vb.dino_featurizer.state_dict().items()}
+    siglip = {k: v - 0.25 for k, v in vb.siglip_featurizer.state_dict().items()}
+    with torch.device("meta"):
+        fresh = OmniMamba(OmniMambaConfig.tiny())
+    fresh.load_vision_state_dicts(dino, siglip)
+    assert torch.equal(fresh.vision_backbone.dino_featurizer.pos_embed, dino["pos_embed"])
+    assert torch.equal(fresh.vision_backbone.siglip_featurizer.patch_embed.proj.weight,
+                       siglip["patch_embed.proj.weight"])
+    del siglip["pos_embed"]
+    with pytest.raises(CheckpointError, match="missing \\(1\\)"):
+        fresh.load_vision_state_dicts(dino, siglip)

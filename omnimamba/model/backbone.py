@@ -47,9 +47,6 @@ class InferenceState:
         self.seqlen = other.seqlen
         return self
 
-    def nbytes(self) -> int:
-        return self.conv.numel() * self.conv.element_size() + self.ssm.numel() * self.ssm.element_size()
-
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):

@@ -5,7 +5,7 @@
     python app.py --help                # every flag; each also reads an OMNIMAMBA_* environment variable
 
 Layout, events and formatting only: the shared `Engine` (omnimamba/engine.py) owns the model, the sessions and the
-GPU lock; omnimamba/ui_format.py draws the panel. Per-request settings travel as handler arguments; the browser
+GPU lock; demo/format.py draws the panel. Per-request settings travel as handler arguments; the browser
 session's chat state and loaded Show-o set live in gr.State; nothing per request is stored on the engine object.
 """
 from __future__ import annotations
@@ -31,12 +31,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from omnimamba.compare import (IMAGE_SUFFIXES, CompareError, Item, answer_item, generate_item, read_prompts,
                                 read_questions)
-from omnimamba.compare_report import render_grid
-from omnimamba.compare_set import CompareSet, PairView, image_size, load_showo_set, pair_view, write_set_manifest
+from omnimamba.compare import render_grid
+from demo.showo_set import CompareSet, PairView, image_size, load_showo_set, pair_view, write_set_manifest
 from omnimamba.engine import MAX_IMAGE_PIXELS, MAX_IMAGES_PER_PROMPT, Engine, EngineError
 from omnimamba.metrics import RequestMetrics
 from omnimamba.sampling import SamplingParams
-from omnimamba.ui_format import (header_html, image_captions, item_metrics, pair_choices, pair_table, panel_html,
+from demo.format import (header_html, image_captions, item_metrics, pair_choices, pair_table, panel_html,
                                  set_status, side_label, t2i_note)
 
 log = logging.getLogger("omnimamba.app")
@@ -819,7 +819,7 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
 
 # ---------------------------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from omnimamba.__main__ import DTYPES
+    from omnimamba.config import DTYPES
 
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -830,7 +830,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default=env("OMNIMAMBA_DTYPE"), choices=sorted(DTYPES),
                    help="default: bf16 on GPU, fp32 on CPU (env OMNIMAMBA_DTYPE)")
     p.add_argument("--tokenizer", default=env("OMNIMAMBA_TOKENIZER"),
-                   help="a local tokenizer.json instead of the Hub's (env OMNIMAMBA_TOKENIZER)")
+                   help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy (env OMNIMAMBA_TOKENIZER)")
     p.add_argument("--offline", action="store_true", default=env("OMNIMAMBA_OFFLINE", "") not in ("", "0"),
                    help="use only the local Hugging Face cache (env OMNIMAMBA_OFFLINE=1)")
     p.add_argument("--host", default=env("OMNIMAMBA_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
@@ -867,7 +867,7 @@ def warm_up(engine: Engine) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from omnimamba.__main__ import DTYPES
+    from omnimamba.config import DTYPES
     from omnimamba.hub import AssetUnavailable
 
     try:

@@ -8,6 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+# Token ids fixed by the checkpoint: <|endoftext|> of GPT-NeoX-20B, then [PAD] and the nine task tokens that
+# follow its 50277-id base vocabulary (reference §4.1).
+EOS_ID = 0
+PAD_ID, SOI_ID, EOI_ID, SOT_ID, EOT_ID, T2I_ID, MMU_ID, SOC_ID, EOC_ID, LVG_ID = range(50277, 50287)
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}  # names the CLI and app accept
 
 @dataclass(frozen=True)
 class VisionConfig:

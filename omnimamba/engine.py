@@ -23,7 +23,7 @@ from .generation import Decoder, chat_tokens, image_tokens
 from .metrics import RequestMeter, RequestMetrics
 from .model import InferenceState, OmniMamba
 from .model import kernels
-from .model.omnimamba import EOS_ID
+from .config import EOS_ID
 from .model.vision import preprocess_image, stack_pixel_values
 from .sampling import SamplingParams
 from .tokenizer import OmniTokenizer, PromptError, StreamingDetokenizer
@@ -90,7 +90,10 @@ class Engine:
         from .model.init import random_model
         from .config import OmniMambaConfig
 
-        tok = OmniTokenizer.from_file(hub.tokenizer_file(tokenizer, cache_dir, offline))
+        try:
+            tok = OmniTokenizer.from_file(tokenizer)  # None: the copy shipped in the package
+        except (OSError, ValueError) as exc:  # missing, unreadable or not GPT-NeoX-20B's
+            raise EngineError(str(exc)) from exc
         if model == TINY_RANDOM:
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             net = random_model(OmniMambaConfig.tiny(), dev, dtype or torch.float32, seed=0)

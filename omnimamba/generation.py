@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .model import InferenceState, OmniMamba
 from .model.backbone import PositionLimitError
-from .model.omnimamba import EOS_ID
+from .config import EOS_ID, PAD_ID
 from .model.vision import PixelValues
 from .sampling import SamplingParams, greedy_tokens, guided_logits, sample_tokens
 
@@ -122,7 +122,7 @@ class DecodeGraph:
         request overwrites (`load_state`) before its prefill."""
         self.step_graph = StaticGraph(self._step, [], pool)
         if self.key.task == "t2i":
-            ids = torch.full((self.rows, self.decoder.model.config.t2i_prefix_len), 50277, device=self.token.device)
+            ids = torch.full((self.rows, self.decoder.model.config.t2i_prefix_len), PAD_ID, device=self.token.device)
             self.prefill_graph = StaticGraph(self.prefill_prefix, [ids], pool)
 
     def run(self, generator: torch.Generator | None) -> None:

@@ -52,7 +52,6 @@ ASSETS = {
     "vq": Asset("LlamaGen VQ-16 tokenizer", "peizesun/llamagen_t2i", "vq_ds16_t2i.pt"),
     "dino": Asset("DINOv2 tower", "timm/vit_large_patch14_reg4_dinov2.lvd142m", "model.safetensors"),
     "siglip": Asset("SigLIP tower", "timm/vit_so400m_patch14_siglip_384.webli", "model.safetensors"),
-    "tokenizer": Asset("GPT-NeoX-20B tokenizer", "EleutherAI/gpt-neox-20b", "tokenizer.json"),
 }
 DEFAULT_MODEL = ASSETS["omnimamba"].repo_id
 
@@ -85,10 +84,14 @@ def fetch(asset: Asset, cache_dir: str | os.PathLike | None = None, offline: boo
 def _unavailable(asset: Asset, cache_dir: str | os.PathLike | None, offline: bool) -> AssetUnavailable:
     where = cache_dir or constants.HF_HUB_CACHE
     why = "offline mode is on (HF_HUB_OFFLINE=1 or --offline)" if offline else "the Hub could not be reached"
+    local = {"OmniMamba-1.3b.pth": "or point at the local file: --model /path/to/OmniMamba-1.3b.pth (or a folder "
+                                   "holding it).",
+             "vq_ds16_t2i.pt": "or put vq_ds16_t2i.pt beside OmniMamba-1.3b.pth and pass that folder: "
+                               "--model /path/to/folder."}.get(asset.filename, "")
     return AssetUnavailable(
         f"{asset.describe()} is not in the Hugging Face cache ({where}) and {why}.\n"
-        f"Either connect once and run `python -m omnimamba download` (it fills the cache; then offline works),\n"
-        f"or point at local files: --model /path/to/OmniMamba-1.3b.pth (or a folder holding it).")
+        f"Connect once and run `python -m omnimamba download` (it fills the cache; then offline works)"
+        + (f",\n{local}" if local else "."))
 
 
 def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -194,6 +197,14 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
     return net, report
 
 
+def from_pretrained(model: str = DEFAULT_MODEL, revision: str | None = None,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                    **kwargs) -> OmniMamba:
+    """The released model from the Hub (cached; converted to safetensors on first use), or from a local
+    OmniMamba-1.3b.pth / folder. `kwargs` are `load_model`'s options (config, cache_dir, offline, ...)."""
+    return load_model(model, revision, device, dtype, **kwargs)[0]
+
+
 def _load_converted(path: Path, config: OmniMambaConfig, device: torch.device, dtype: torch.dtype) -> OmniMamba:
     from safetensors.torch import load_file
 
@@ -208,16 +219,6 @@ def _load_converted(path: Path, config: OmniMambaConfig, device: torch.device, d
     checkpoint.load_into(model, sd)
     checkpoint.materialize(model, device)
     return model.eval()
-
-
-def tokenizer_file(path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                   offline: bool | None = None) -> Path:
-    """tokenizer.json: the given file, else EleutherAI/gpt-neox-20b's from the Hub cache."""
-    if path is not None:
-        if not Path(path).is_file():
-            raise AssetUnavailable(f"tokenizer file not found: {path}")
-        return Path(path)
-    return fetch(ASSETS["tokenizer"], cache_dir, offline)
 
 
 def download(revision: str | None = None, cache_dir: str | os.PathLike | None = None,

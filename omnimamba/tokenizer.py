@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
 
-from .model.omnimamba import EOS_ID, EOT_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
+from .config import EOS_ID, EOT_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
 
 ADDED_TOKENS = ["<|soi|>", "<|eoi|>", "<|sot|>", "<|eot|>", "<|t2i|>", "<|mmu|>", "<|soc|>", "<|eoc|>", "<|lvg|>"]
-BASE_VOCAB = 50277
+BASE_VOCAB = PAD_ID  # the base vocabulary ends where [PAD] starts
 CHAT_TURN = "USER: {question} ASSISTANT:"
+# EleutherAI/gpt-neox-20b's tokenizer.json (Apache-2.0, see NOTICE), shipped so nothing needs the Hub to talk
+SHIPPED_TOKENIZER = Path(__file__).parent / "assets" / "gpt-neox-20b-tokenizer.json"
 
 
 class PromptError(ValueError):
@@ -42,8 +46,12 @@ class OmniTokenizer:
         self.tok = tokenizer
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "OmniTokenizer":
-        """Load a tokenizer.json (EleutherAI/gpt-neox-20b's)."""
+    def from_file(cls, path: str | os.PathLike | None = None) -> "OmniTokenizer":
+        """Load a tokenizer.json with GPT-NeoX-20B's ids; by default the copy shipped in the package."""
+        path = Path(path) if path is not None else SHIPPED_TOKENIZER
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file not found: {path}; pass a GPT-NeoX-20B tokenizer.json, or "
+                                    f"leave the option out to use the one shipped with omnimamba")
         return cls(Tokenizer.from_file(str(path)))
 
     def __len__(self) -> int:
@@ -82,19 +90,16 @@ def _clean(text: str, what: str) -> str:
 
 
 class StreamingDetokenizer:
-    """Turns a growing list of ids into text deltas; holds back an incomplete UTF-8 character."""
+    """Turns generated ids into text deltas as they come (the tokenizers library's DecodeStream: each id costs
+    one small decode, and an incomplete UTF-8 character is held back until its last byte arrives).
+    <|endoftext|> and the task tokens are dropped, as in `OmniTokenizer.decode`."""
 
     def __init__(self, tokenizer: OmniTokenizer):
-        self.tokenizer, self.ids, self.emitted = tokenizer, [], ""
+        self.tokenizer, self.stream, self.text = tokenizer, DecodeStream(skip_special_tokens=True), ""
 
     def push(self, token: int) -> str:
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # a multi-byte character split across tokens: wait for the rest
+        if token == EOS_ID or token >= PAD_ID:
             return ""
-        delta, self.emitted = text[len(self.emitted):], text
+        delta = self.stream.step(self.tokenizer.tok, token) or ""
+        self.text += delta
         return delta
-
-    @property
-    def text(self) -> str:
-        return self.tokenizer.decode(self.ids)

@@ -9,9 +9,7 @@ import torch
 
 from omnimamba import OmniMamba, OmniMambaConfig
 from omnimamba.model.init import init_random_
-from omnimamba.tokenizer import OmniTokenizer
-
-from .tokenizer_fixture import write_tokenizer_json
+from omnimamba.tokenizer import SHIPPED_TOKENIZER, OmniTokenizer
 
 GOLDENS_CANDIDATES = [os.environ.get("OMNIMAMBA_GOLDENS", ""), ".gpu/goldens",
                       str(Path(__file__).resolve().parents[2] / "shared/reference/goldens")]
@@ -45,13 +43,14 @@ def tiny_model(tiny_model_shared) -> OmniMamba:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_file(tmp_path_factory) -> Path:
-    return write_tokenizer_json(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+def tokenizer_file() -> Path:
+    """The GPT-NeoX-20B tokenizer.json shipped in the package (the tests need no network)."""
+    return SHIPPED_TOKENIZER
 
 
 @pytest.fixture(scope="session")
-def tokenizer(tokenizer_file) -> OmniTokenizer:
-    return OmniTokenizer.from_file(tokenizer_file)
+def tokenizer() -> OmniTokenizer:
+    return OmniTokenizer.from_file()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ TINY = OmniMambaConfig.tiny()
 
 
 @pytest.fixture
-def cache(tmp_path, tokenizer_file):
+def cache(tmp_path):
     hub_cache = tmp_path / "hub"
-    source = build_cache(hub_cache, tokenizer_file)
+    source = build_cache(hub_cache)
     return hub_cache, source, tmp_path / "converted"
 
 
@@ -127,8 +127,8 @@ def test_local_file_and_folder_are_accepted(cache, tmp_path):
 def test_from_pretrained_and_the_engine_loader(cache, monkeypatch):
     hub_cache, _, converted = cache
     monkeypatch.setenv("OMNIMAMBA_CACHE", str(converted))
-    model = OmniMamba.from_pretrained("hustvl/OmniMamba", device="cpu", dtype=torch.float32, config=TINY,
-                                      cache_dir=hub_cache, offline=True)
+    model = hub.from_pretrained("hustvl/OmniMamba", device="cpu", dtype=torch.float32, config=TINY,
+                                cache_dir=hub_cache, offline=True)
     assert model.dtype == torch.float32 and not model.backbone.embedding.weight.is_meta
     engine = Engine.load("tiny-random", offline=True, cache_dir=str(hub_cache))
     assert "tiny-random" in engine.label and len(engine.tokenizer) == 50287

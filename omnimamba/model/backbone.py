@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..config import OmniMambaConfig
 from . import kernels
 from .lora import check_task
-from .mamba2 import LayerState, Mamba2Mixer
+from .mamba2 import LayerState, Mamba2Mixer, RMSNorm
 
 
 @dataclass
@@ -46,13 +46,6 @@ class InferenceState:
         self.ssm.copy_(other.ssm)
         self.seqlen = other.seqlen
         return self
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
 
 class FusedMLPProjector(nn.Module):
@@ -118,12 +111,12 @@ class Block(nn.Module):
         return self.mixer(normed, task, state), residual
 
     def step(self, hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor, task: str,
-             state: LayerState) -> Tensor:
+             state: LayerState, gemv: kernels.Gemv = "auto") -> Tensor:
         """One token: hidden (b, d); residual_in (b, d) fp32 or None for the first block; residual_out receives
         the updated residual. Returns the mixer output (b, d)."""
         zxbcdt = kernels.norm_linear(hidden, residual_in, residual_out, self.norm.weight,
-                                     self.mixer.in_proj.decode_weight(task), self.norm.eps)
-        return self.mixer.step(zxbcdt, state)
+                                     self.mixer.in_proj.decode_weight(task), self.norm.eps, gemv=gemv)
+        return self.mixer.step(zxbcdt, state, gemv)
 
 
 class MixerBackbone(nn.Module):
@@ -132,7 +125,6 @@ class MixerBackbone(nn.Module):
     def __init__(self, cfg: OmniMambaConfig, device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
-        self.cfg = cfg
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.t2i_positions, cfg.d_model, **kw))  # T2I: 329 rows
         self.mmu_pos_embed = nn.Parameter(torch.zeros(1, cfg.mmu_positions, cfg.d_model, **kw))  # MMU: 1500 rows
         self.img_embeddings = ImageTokenEmbedding(cfg, **kw)
@@ -159,13 +151,14 @@ class MixerBackbone(nn.Module):
             hidden, residual = layer(hidden, residual, task, state.layer(i) if state is not None else None)
         return kernels.add_rms_norm(hidden, residual, self.norm_f.weight, self.norm_f.eps)[0]
 
-    def step(self, x: Tensor, task: str, state: "InferenceState") -> tuple[Tensor, Tensor]:
+    def step(self, x: Tensor, task: str, state: "InferenceState",
+             gemv: kernels.Gemv = "auto") -> tuple[Tensor, Tensor]:
         """x (b, d) one positioned embedding per row -> (last mixer output, fp32 residual) before norm_f;
         updates `state` in place. The residual alternates between two buffers (see kernels.norm_linear)."""
         buffers = [torch.empty_like(x, dtype=torch.float32) for _ in range(2)]
         hidden, residual = x, None
         for i, layer in enumerate(self.layers):
-            hidden = layer.step(hidden, residual, buffers[i % 2], task, state.layer(i))
+            hidden = layer.step(hidden, residual, buffers[i % 2], task, state.layer(i), gemv)
             residual = buffers[i % 2]
         return hidden, residual
 
@@ -180,6 +173,7 @@ class MambaLM(nn.Module):
         self.img_head = nn.Linear(cfg.d_model, cfg.image_vocab_size, bias=False, **kw)
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_text_vocab, bias=False, **kw)
         self.tie_weights()
+        self.decode_gemv: kernels.Gemv = "auto"  # how a decode step multiplies by its weights (kernels/decode.py)
 
     def tie_weights(self) -> None:
         """img_head is the raw image-token table (before project_in); lm_head is the text embedding."""
@@ -194,10 +188,10 @@ class MambaLM(nn.Module):
 
     def step_logits(self, x: Tensor, task: str, state: InferenceState) -> Tensor:
         """One decode step: positioned embeddings (b, d) -> fp32 logits (b, vocab); updates `state`."""
-        hidden, residual = self.backbone.step(x, task, state)
+        hidden, residual = self.backbone.step(x, task, state, self.decode_gemv)
         norm_f = self.backbone.norm_f
         return kernels.norm_linear(hidden, residual, None, norm_f.weight, self.head_weight(task), norm_f.eps,
-                                   out_dtype=torch.float32)
+                                   out_dtype=torch.float32, gemv=self.decode_gemv)
 
 
 class PositionLimitError(ValueError):

@@ -27,8 +27,9 @@ class LayerState(NamedTuple):
     ssm: Tensor  # (b, nheads, headdim, d_state), fp32
 
 
-class GatedRMSNorm(nn.Module):
-    """Holds the `norm.weight` key; the math is in `ssd.gated_rms_norm_ref` and its `kernels` twins."""
+class RMSNorm(nn.Module):
+    """Holds a `norm.weight` key and its eps; the math is in `ssd.py` (rms_norm_ref, gated_rms_norm_ref) and
+    the fused kernels that use it."""
 
     def __init__(self, dim: int, eps: float, device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
@@ -50,7 +51,7 @@ class Mamba2Mixer(nn.Module):
         self.in_proj = TaskLoRALinear(cfg.d_model, cfg.d_in_proj, cfg.lora_rank, cfg.lora_scaling, **kw)
         self.conv1d = nn.Conv1d(cfg.conv_dim, cfg.conv_dim, cfg.d_conv, groups=cfg.conv_dim,
                                 padding=cfg.d_conv - 1, bias=True, **kw)
-        self.norm = GatedRMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
+        self.norm = RMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False, **kw)
 
     @property
@@ -76,10 +77,10 @@ class Mamba2Mixer(nn.Module):
         y = kernels.gated_rms_norm(y.reshape(b, l, self.d_inner), z, self.norm.weight, self.norm.eps, u.dtype)
         return self.out_proj(y)
 
-    def step(self, zxbcdt: Tensor, state: LayerState) -> Tensor:
+    def step(self, zxbcdt: Tensor, state: LayerState, gemv: kernels.Gemv = "auto") -> Tensor:
         """One token after in_proj (fused with the block's norm, see Block.step): zxbcdt (b, d_in_proj) ->
         (b, d_model), updating `state` in place."""
         g = kernels.ssm_step(zxbcdt, state.conv, self.conv_weight, self.conv1d.bias, state.ssm, self.dt_bias,
                              self.A_log, self.D, self.d_inner, self.d_state, self.headdim)  # (b, d_inner) fp32
         return kernels.gated_norm_linear(g, self.norm.weight, self.out_proj.weight, self.norm.eps, zxbcdt,
-                                         state.conv, self.d_inner, self.d_state)
+                                         state.conv, self.d_inner, self.d_state, gemv)

@@ -19,14 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import checkpoint
-from ..config import OmniMambaConfig
+from ..config import EOI_ID, MMU_ID, SOI_ID, SOT_ID, OmniMambaConfig
 from .backbone import FusedMLPProjector, InferenceState, MambaLM
 from .vision import PixelValues, VisionBackbone
 from .vq import VQModel
 
-# the nine task tokens follow [PAD] (reference §4.1)
-PAD_ID, SOI_ID, EOI_ID, SOT_ID, EOT_ID, T2I_ID, MMU_ID, SOC_ID, EOC_ID, LVG_ID = range(50277, 50287)
-EOS_ID = 0  # <|endoftext|>
 
 
 class LLMBackbone(nn.Module):
@@ -88,16 +85,6 @@ class OmniMamba(nn.Module):
         return self.backbone.layers[0].mixer.in_proj.merged_weight("mmu") is not None
 
     # ----- weights -----
-    @classmethod
-    def from_pretrained(cls, model: str = "hustvl/OmniMamba", revision: str | None = None,
-                        device: "str | torch.device | None" = None, dtype: torch.dtype | None = None,
-                        **kwargs) -> "OmniMamba":
-        """The released model from the Hub (cached; converted to safetensors on first use), or from a local
-        OmniMamba-1.3b.pth / folder. See `omnimamba.hub.load_model` for the options."""
-        from ..hub import load_model  # the model itself knows nothing of the Hub
-
-        return load_model(model, revision, device, dtype, **kwargs)[0]
-
     def load_official_state_dict(self, source: "str | os.PathLike | checkpoint.StateDict") -> checkpoint.LoadReport:
         """Load the official layout (e.g. OmniMamba-1.3b.pth: fp16 values, cast to this model's dtype).
 

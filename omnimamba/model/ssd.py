@@ -97,3 +97,47 @@ def rms_norm_ref(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 def gated_rms_norm_ref(y: Tensor, z: Tensor, weight: Tensor, eps: float) -> Tensor:
     """Mamba-2 output norm with norm_before_gate=False: RMSNorm(y * SiLU(z)) over the whole d_inner, in fp32."""
     return rms_norm_ref(y.float() * F.silu(z.float()), weight, eps)
+
+
+# Twins of the fused kernels in `kernels/`: the same function, written with the pieces above.
+def add_rms_norm_ref(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """r = residual + hidden in fp32 (hidden alone for the first block); returns (RMSNorm(r) * weight in
+    hidden's dtype, r)."""
+    r = hidden.float() if residual is None else residual + hidden.float()
+    return rms_norm_ref(r, weight, eps).to(hidden.dtype), r
+
+
+def norm_linear_ref(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
+                    weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """RMSNorm(residual_in + hidden) @ weight.T, the normed input rounded to hidden's dtype first; writes the new
+    residual into `residual_out` when given."""
+    normed, r = add_rms_norm_ref(hidden, residual_in, norm_weight, eps)
+    if residual_out is not None:
+        residual_out.copy_(r)
+    return F.linear(normed, weight).to(out_dtype)
+
+
+def ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
+                 dt_bias: Tensor, A_log: Tensor, D: Tensor, d_inner: int, d_state: int, headdim: int) -> Tensor:
+    """One decode step of the mixer core: shifts the x lanes of conv_state and updates ssm_state in place; the
+    B/C lanes are read, not shifted (see `gated_norm_linear_ref`). Returns (S @ C + D x) * SiLU(z) in fp32."""
+    b = zxbcdt.shape[0]
+    z, xBC, dt_raw = zxbcdt.split([d_inner, d_inner + 2 * d_state, zxbcdt.shape[1] - 2 * d_inner - 2 * d_state], -1)
+    x_lanes = conv_state[:, :d_inner]  # a view: conv_step_ref shifts the x lanes in place
+    x = conv_step_ref(x_lanes, xBC[:, :d_inner], conv_weight[:d_inner], conv_bias[:d_inner])  # (b, d_inner)
+    bc_state = conv_state[:, d_inner:].clone()  # B/C lanes: read, not shifted here
+    BC = conv_step_ref(bc_state, xBC[:, d_inner:], conv_weight[d_inner:], conv_bias[d_inner:])  # (b, 2n)
+    Bv, Cv = BC.split(d_state, -1)
+    dt = F.softplus(dt_raw.float() + dt_bias.float())  # (b, h)
+    A = -torch.exp(A_log.float())
+    y = ssd_step_ref(ssm_state, x.view(b, -1, headdim), dt, A, Bv, Cv, D)  # (b, h, p) fp32
+    return y.reshape(b, d_inner) * F.silu(z.float())
+
+
+def gated_norm_linear_ref(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float, zxbcdt: Tensor,
+                          conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
+    """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; shifts the B/C lanes of conv_state in place."""
+    bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c
+    new_bc = zxbcdt[:, 2 * d_inner:2 * d_inner + 2 * d_state]
+    bc_lanes.copy_(torch.cat([bc_lanes[:, :, 1:], new_bc[:, :, None].to(conv_state.dtype)], dim=2))
+    return F.linear(rms_norm_ref(g, norm_weight, eps).to(weight.dtype), weight)

@@ -29,7 +29,6 @@ class VisionBackbone(nn.Module):
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.cfg = cfg
         self.siglip_featurizer = create_tower(cfg.siglip_model, cfg.image_size, cfg.siglip_overrides)
         self.dino_featurizer = create_tower(cfg.dino_model, cfg.image_size, cfg.dino_overrides)
 

@@ -161,7 +161,6 @@ class VectorQuantizer(nn.Module):
 class VQModel(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
-        self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.quantize = VectorQuantizer(cfg)

@@ -23,9 +23,9 @@ from typing import Callable
 
 import torch
 
-from .config import OmniMambaConfig
-from .generation import Decoder, GraphKey, StaticGraph, power_of_two_pieces
-from .model.init import random_model
+from ..config import OmniMambaConfig
+from ..generation import Decoder, GraphKey, StaticGraph, power_of_two_pieces
+from ..model.init import random_model
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.devic
         config: OmniMambaConfig | None = None, phi_overrides: dict | None = None,
         compile_lengths: list[int] | None = None, new_tokens: int = NEW_TOKENS) -> dict:
     """Measure every case, write results.json, the two plots and benchmarks.md into out_dir."""
-    from .bench_tasks import copy_bandwidth_gbs
+    from .tasks import copy_bandwidth_gbs
 
     lengths = parse_lengths(lengths) if isinstance(lengths, str) else list(lengths)
     device = torch.device(device or "cuda")

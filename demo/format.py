@@ -10,10 +10,10 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .metrics import RequestMetrics
+from omnimamba.metrics import RequestMetrics
 
 if TYPE_CHECKING:
-    from .compare import Item
+    from omnimamba.compare import Item
 
 TASK_NAMES = {"chat": "Image chat", "t2i": "Text to image", "compare": "Compare"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .compare import IMAGE_SUFFIXES, CompareError, Item, import_showo, read_manifest, read_prompts, write_manifest
-from .ui_format import pair_table
+from omnimamba.compare import IMAGE_SUFFIXES, CompareError, Item, import_showo, read_manifest, read_prompts, write_manifest
+from .format import pair_table
 
 BASE_SEED = 0  # a pair without a recorded Show-o seed gets BASE_SEED + its index, as in the compare command
 

@@ -20,13 +20,13 @@ from PIL import Image
 import app
 from omnimamba.engine import Engine
 from omnimamba.metrics import RequestMetrics
-from omnimamba.model.omnimamba import EOS_ID
+from omnimamba.config import EOS_ID
 from omnimamba.sampling import SamplingParams
 from omnimamba.compare import CompareError, Item, write_manifest
-from omnimamba.compare_set import BASE_SEED, SET_MANIFEST
-from omnimamba.ui_format import header_html, md_escape, pair_table, panel_html
+from demo.showo_set import BASE_SEED, SET_MANIFEST
+from demo.format import header_html, md_escape, pair_table, panel_html
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOUSE = ROOT / "assets" / "examples" / "house.png"
 WAIT_S = 60  # no single call below should come near this
 METRIC_FIELDS = {"task", "device", "dtype", "backend", "tokens", "steps", "ttft_s", "decode_tokens_per_s",

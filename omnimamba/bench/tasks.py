@@ -19,11 +19,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import OmniMambaConfig
-from .generation import Decoder, GraphKey, StaticGraph, chat_tokens, image_tokens
-from .model import kernels
-from .model.init import random_model
-from .sampling import SamplingParams
+from ..config import OmniMambaConfig
+from ..generation import Decoder, GraphKey, StaticGraph, chat_tokens, image_tokens
+from ..model import kernels
+from ..model.init import random_model
+from ..sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 GREEDY = SamplingParams()
@@ -91,7 +91,7 @@ def graph_us(fn: Callable[[], object], calls: int = 100) -> float:
 
 
 @torch.no_grad()
-def layer_breakdown(model, task_name: str = "t2i") -> dict:
+def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") -> dict:
     """One layer's decode kernels alone, in a CUDA graph (microseconds). Repeated calls hit L2 for weights
     that fit (50 MB): read as relative costs, the whole-step numbers are the ones that count."""
     layer, cfg = model.backbone.layers[0], model.config
@@ -106,30 +106,30 @@ def layer_breakdown(model, task_name: str = "t2i") -> dict:
     g = kernels.ssm_step(*ssm_args)
     return {
         "norm + in_proj": graph_us(lambda: kernels.norm_linear(hidden, residual, residual_out, layer.norm.weight,
-                                                               weight, 1e-5)),
+                                                               weight, 1e-5, gemv=gemv)),
         "ssm step": graph_us(lambda: kernels.ssm_step(*ssm_args)),
         "gated norm + out_proj": graph_us(lambda: kernels.gated_norm_linear(
-            g, mixer.norm.weight, mixer.out_proj.weight, 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state)),
-        "whole layer": graph_us(lambda: layer.step(hidden, residual, residual_out, task_name, state)),
+            g, mixer.norm.weight, mixer.out_proj.weight, 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state, gemv)),
+        "whole layer": graph_us(lambda: layer.step(hidden, residual, residual_out, task_name, state, gemv)),
     }
 
 
 def decode_variants(model) -> dict:
-    """Decode ms/token with each way of doing the step's matrix-vector products (kernels.DECODE_GEMV)."""
+    """Decode ms/token with each way of doing the step's matrix-vector products (the model's decode_gemv)."""
     out = {}
-    saved = kernels.DECODE_GEMV
+    saved = model.mamba.decode_gemv
     try:
         for mode in ("fused", "cublas"):
-            kernels.DECODE_GEMV = mode
+            model.mamba.decode_gemv = mode
             decoder = Decoder(model)
             out[mode] = {name: decode_ms_per_step(decoder, key) for name, key in [
                 ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("chat batch 1", GraphKey("mmu", 1, False, False)),
                 ("guidance batch 2", GraphKey("t2i", 1, False, True)),
                 ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True))]}
-            out[mode]["layer_us"] = layer_breakdown(model)
+            out[mode]["layer_us"] = layer_breakdown(model, gemv=mode)
             del decoder
     finally:
-        kernels.DECODE_GEMV = saved
+        model.mamba.decode_gemv = saved
     return out
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOUSE = ROOT / "assets" / "examples" / "house.png"
 WAIT_MS = 30_000
 EVENT_DELAY_S = 0.03  # the tiny model answers in milliseconds; slowed down, the stream is there to be seen

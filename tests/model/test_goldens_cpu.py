@@ -7,8 +7,8 @@ import torch
 from omnimamba.config import VisionConfig
 from omnimamba.model.vision import preprocess_image
 
-from .conftest import goldens_dir
-from .golden_checks import check_all, det_model, load
+from ..conftest import goldens_dir
+from ..golden_checks import check_all, det_model, load
 
 GOLDENS = goldens_dir()
 pytestmark = pytest.mark.skipif(GOLDENS is None, reason="goldens folder not found")

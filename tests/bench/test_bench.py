@@ -4,8 +4,8 @@ import json
 import pytest
 
 from omnimamba import OmniMambaConfig
-from omnimamba.__main__ import main
-from omnimamba.bench import parse_lengths, run
+from omnimamba.cli import main
+from omnimamba.bench.long_context import parse_lengths, run
 
 TINY_PHI = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 

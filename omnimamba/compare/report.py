@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 if TYPE_CHECKING:
-    from .compare import Item
+    from .items import Item
 
 # grid page layout, in pixels: | MARGIN | cell | GAP | cell | MARGIN |; a header row, then per pair the two
 # images and CAPTION_LINES lines of text under them

@@ -4,17 +4,15 @@ process from the converted cache to a model on the GPU), on assets written here 
 The real files cannot be downloaded on a machine without network, so this writes stand-ins of the same
 size and layout into a local Hugging Face cache: OmniMamba-1.3b.pth (fp16 pickle of the official keys),
 vq_ds16_t2i.pt ({"model": ...}), the two timm tower files (safetensors, DINOv2 with its 37 x 37 position
-table) and a tokenizer.json.
+table); the tokenizer ships with the package.
 
-    python -m omnimamba.bench_start WORKDIR [--tokenizer tokenizer.json]
+    python -m omnimamba.bench.start WORKDIR [--out results.json]
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,42 +20,18 @@ from pathlib import Path
 
 import torch
 
-from .config import OmniMambaConfig
-from .hub import ASSETS
-from .model.init import random_model
+from ..config import OmniMambaConfig
+from ..model.init import random_model
+from . import fake_hub
 
-COMMIT = "c0ffee" + "0" * 34
-
-
-def _put(cache: Path, repo_id: str, filename: str, write) -> None:
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    target = repo / "snapshots" / COMMIT / filename
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write(target)
-
-
-def write_assets(cache: Path, tokenizer: Path) -> float:
-    """Stand-ins of every asset, real sizes and formats. Returns the bytes written (GB)."""
-    from safetensors.torch import save_file
-
+def write_assets(cache: Path) -> float:
+    """Stand-ins of every asset for the official configuration, real sizes and formats (GB written)."""
     model = random_model(OmniMambaConfig.official(), "cuda", torch.bfloat16)
-    sd = model.state_dict()
-    official = collections.OrderedDict((k, v.half().cpu()) for k, v in sd.items()
-                                       if k.startswith(("llm_backbone.mamba.", "projector.")))
-    _put(cache, ASSETS["omnimamba"].repo_id, ASSETS["omnimamba"].filename, lambda p: torch.save(official, p))
-    vq = {k[len("llm_backbone.vqvae."):]: v.float().cpu() for k, v in sd.items() if k.startswith("llm_backbone.vqvae.")}
-    _put(cache, ASSETS["vq"].repo_id, ASSETS["vq"].filename, lambda p: torch.save({"model": vq}, p))
-    for key, prefix in (("dino", "vision_backbone.dino_featurizer."), ("siglip", "vision_backbone.siglip_featurizer.")):
-        tower = {k[len(prefix):]: v.float().cpu().contiguous() for k, v in sd.items() if k.startswith(prefix)}
-        if key == "dino":  # the released DINOv2 table is 37 x 37 (518 px); timm resamples it to 27 x 27
-            tower["pos_embed"] = 0.02 * torch.randn(1, 37 * 37, tower["pos_embed"].shape[-1])
-        _put(cache, ASSETS[key].repo_id, ASSETS[key].filename, lambda p, t=tower: save_file(t, str(p)))
-    _put(cache, ASSETS["tokenizer"].repo_id, ASSETS["tokenizer"].filename, lambda p: shutil.copyfile(tokenizer, p))
-    del model
-    torch.cuda.empty_cache()
-    return sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e9
+    try:
+        return fake_hub.write_assets(cache, model, dino_grid=37)  # the released DINOv2 table is 37 x 37
+    finally:
+        del model
+        torch.cuda.empty_cache()
 
 
 LOAD_SNIPPET = """
@@ -97,10 +71,10 @@ def drop_page_cache() -> bool:
         return False
 
 
-def run(workdir: Path, tokenizer: Path) -> dict:
+def run(workdir: Path) -> dict:
     cache = workdir / "hub"
     env = dict(os.environ, OMNIMAMBA_CACHE=str(workdir / "converted"), HF_HUB_OFFLINE="1")
-    result = {"gpu": torch.cuda.get_device_name(), "assets_gb": write_assets(cache, tokenizer)}
+    result = {"gpu": torch.cuda.get_device_name(), "assets_gb": write_assets(cache)}
     result["first_load"] = load_in_new_process(cache, env)
     result["warm_start"] = load_in_new_process(cache, env)
     if drop_page_cache():
@@ -112,9 +86,8 @@ def run(workdir: Path, tokenizer: Path) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("workdir", type=Path)
-    parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    res = run(args.workdir, args.tokenizer)
+    res = run(args.workdir)
     if args.out:
         args.out.write_text(json.dumps(res, indent=1))

@@ -6,7 +6,7 @@ import torch
 
 from omnimamba import OmniMamba, OmniMambaConfig
 
-OFFICIAL = json.loads((Path(__file__).parent / "data/official_state_dict.json").read_text())
+OFFICIAL = json.loads((Path(__file__).parents[1] / "data/official_state_dict.json").read_text())
 
 
 def test_official_config_keys_shapes_and_order_match_the_reference():

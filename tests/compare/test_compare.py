@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from omnimamba.__main__ import build_parser, main
+from omnimamba.cli import build_parser, main
 from omnimamba.compare import (CompareError, Item, import_showo, pair_items, read_manifest, read_prompts,
                                read_questions, run, write_manifest)
-from omnimamba.compare_report import CAPTION, GAP, HEADER, MARGIN
+from omnimamba.compare.report import CAPTION, GAP, HEADER, MARGIN
 
 RED, GREEN, BLUE, GREY = (220, 30, 30), (30, 200, 60), (40, 60, 230), (128, 128, 128)
 CELL = 256
@@ -28,11 +28,11 @@ def solid(path: Path, colour: tuple[int, int, int], size: int = 256) -> Path:
     return path
 
 
-def cli(tokenizer_file: Path, *args: str) -> str:
+def cli(*args: str) -> str:
     """Run `python -m omnimamba compare` in-process on the tiny model; returns what it printed."""
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        main(["compare", "--model", "tiny-random", "--tokenizer", str(tokenizer_file), "--offline", *args])
+        main(["compare", "--model", "tiny-random", "--offline", *args])
     return stdout.getvalue()
 
 
@@ -61,7 +61,7 @@ def embedded_images(report: str) -> list[Image.Image]:
 
 # ---------------------------------------------------------------------------------------------- folder import, t2i
 @pytest.fixture(scope="module")
-def folder_run(tmp_path_factory, tokenizer_file) -> tuple[Path, str]:
+def folder_run(tmp_path_factory) -> tuple[Path, str]:
     """Show-o's side as a folder: 1.png, 2.png, 10.png (natural order) from three prompt lines."""
     root = tmp_path_factory.mktemp("folder_run")
     solid(root / "showo" / "1.png", RED)
@@ -69,7 +69,7 @@ def folder_run(tmp_path_factory, tokenizer_file) -> tuple[Path, str]:
     solid(root / "showo" / "10.png", BLUE, size=512)
     (root / "showo" / "notes.txt").write_text("not an image, ignored")
     (root / "prompts.txt").write_text(f"a red square\na green square\n{TRICKY}\n")
-    printed = cli(tokenizer_file, "--prompts", str(root / "prompts.txt"), "--showo", str(root / "showo"),
+    printed = cli("--prompts", str(root / "prompts.txt"), "--showo", str(root / "showo"),
                   "--out", str(root / "out"), "--seed", "7", "--num-per-page", "2")
     return root / "out", printed
 
@@ -138,7 +138,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def manifest_run(tmp_path_factory, tokenizer_file) -> Path:
+def manifest_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("manifest_run")
     solid(root / "showo" / "imgs" / "cat.png", GREEN, size=512)
     solid(root / "showo" / "inputs" / "shapes.png", RED)
@@ -157,7 +157,7 @@ def manifest_run(tmp_path_factory, tokenizer_file) -> Path:
     (root / "prompts.txt").write_text("a cat\n")
     (root / "questions" / "questions.txt").write_text(
         "# image<TAB>question\nshapes.png\tWhat colour is it?\n\ngrey.png\tWhat colour is it?\n")
-    cli(tokenizer_file, "--prompts", str(root / "prompts.txt"), "--questions", str(root / "questions/questions.txt"),
+    cli("--prompts", str(root / "prompts.txt"), "--questions", str(root / "questions/questions.txt"),
         "--showo", str(root / "showo" / "manifest.jsonl"), "--out", str(root / "out"), "--seed", "100",
         "--max-new-tokens", "5")
     return root / "out"
@@ -307,7 +307,7 @@ def test_pair_items_by_occurrence_and_image_name():
 
 
 def test_bundled_prompts_and_questions_parse():
-    root = Path(__file__).resolve().parents[1] / "assets"
+    root = Path(__file__).resolve().parents[2] / "assets"
     prompts = read_prompts(root / "prompts.txt")
     assert 16 <= len(prompts) <= 24 and len(set(prompts)) == len(prompts)
     questions = read_questions(root / "questions.txt")  # also checks that every image is there and readable

@@ -1,0 +1,149 @@
+"""python -m omnimamba download | chat | generate | compare | bench"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from .config import DTYPES
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="hustvl/OmniMamba",
+                   help="Hub id, local OmniMamba-1.3b.pth or folder, or 'tiny-random' (no weights needed)")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the weights")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--tokenizer", default=None, help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy")
+    p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
+
+
+def load_engine(args: argparse.Namespace):
+    from .engine import Engine
+
+    return Engine.load(args.model, args.revision, args.device, DTYPES.get(args.dtype), args.tokenizer,
+                       offline=True if args.offline else None)
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from .hub import download
+
+    total = 0
+    for what, path, size in download(args.revision, convert_now=not args.no_convert):
+        print(f"{size / 2**30:8.2f} GiB  {what}\n            {path}")
+        total += size
+    print(f"{total / 2**30:8.2f} GiB  in all")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from .sampling import SamplingParams
+
+    engine = load_engine(args)
+    session = engine.new_session(Image.open(args.image) if args.image else None)
+    questions = args.question or iter(lambda: input("you> "), "")
+    for question in questions:
+        for event in engine.chat(session, question, SamplingParams(args.temperature, args.top_k, args.top_p, args.seed),
+                                 args.max_new_tokens):
+            print(event.delta, end="", flush=True)
+        m = event.metrics
+        print(f"\n  [{m.tokens} tokens, first after {m.ttft_s * 1000:.0f} ms, "
+              f"{m.decode_tokens_per_s or 0:.1f} tokens/s{'; ' + event.note if event.note else ''}]")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from .sampling import SamplingParams
+
+    engine = load_engine(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    for event in engine.text_to_image(args.prompt, args.num_images, params, args.guidance_scale):
+        pass
+    for i, image in enumerate(event.images):
+        image.save(out / f"image_{i}.png")
+    m = event.metrics
+    print(f"{len(event.images)} images in {m.total_s:.2f} s ({m.decode_tokens_per_s or 0:.0f} tokens/s) -> {out}"
+          + (f"\nnote: {event.note}" if event.note else ""))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import run
+
+    run(args, load_engine)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    if not torch.cuda.is_available():
+        sys.exit("the benchmark measures GPU decoding and needs a CUDA GPU; none is visible here")
+    results = {}
+    if args.tasks or not args.long_context:
+        from .bench.tasks import run as run_tasks
+        results["tasks"] = run_tasks(baseline=not args.no_baseline)
+    if args.long_context or not args.tasks:
+        from .bench.long_context import run as run_long
+        results["long_context"] = run_long(args.lengths, Path(args.out))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+def sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=1, help="1 = greedy (the official setting), 0 = off")
+    p.add_argument("--top-p", type=float, default=0.0, help="0 = off")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m omnimamba", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("download", help="fetch every weight file into the Hugging Face cache, ahead of time")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--no-convert", action="store_true", help="skip the one-time conversion to safetensors")
+    p.set_defaults(func=cmd_download)
+    p = sub.add_parser("chat", help="ask questions about an image")
+    add_model_arguments(p)
+    sampling_arguments(p)
+    p.add_argument("--image", default=None)
+    p.add_argument("--question", action="append", help="repeat for a multi-turn chat; omit for a prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=cmd_chat)
+    p = sub.add_parser("generate", help="text to image")
+    add_model_arguments(p)
+    sampling_arguments(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--num-images", type=int, default=1)
+    p.add_argument("--guidance-scale", type=float, default=1.0, help="1 = off (the official setting)")
+    p.add_argument("--out", default="outputs")
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("compare", help="OmniMamba beside Show-o outputs: manifest, grids, HTML report")
+    add_model_arguments(p)
+    from .compare import add_arguments as add_compare_arguments
+
+    add_compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("bench", help="GPU benchmarks: task speed vs stock mamba-ssm, long context vs a Transformer")
+    p.add_argument("--tasks", action="store_true", help="only the task benchmark")
+    p.add_argument("--long-context", action="store_true", help="only the long-context benchmark")
+    p.add_argument("--lengths", default="1k,4k,16k,64k,100k")
+    p.add_argument("--no-baseline", action="store_true", help="skip stock mamba-ssm")
+    p.add_argument("--out", default="outputs/bench")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from .engine import EngineError
+    from .hub import AssetUnavailable
+
+    try:
+        args.func(args)
+    except (AssetUnavailable, EngineError) as exc:
+        sys.exit(f"error: {exc}")

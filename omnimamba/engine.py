@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .generation import Decoder, chat_tokens, image_tokens
+from .generation import ModelRunner, chat_tokens, image_tokens
 from .metrics import RequestMeter, RequestMetrics
 from .model import InferenceState, OmniMamba
 from .model import kernels
@@ -73,7 +73,7 @@ class Engine:
         self.model, self.tokenizer, self.label = model, tokenizer, label
         if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors
             model.merge_lora(release_unmerged=True)
-        self.decoder = Decoder(model, use_cuda_graphs)
+        self.runner = ModelRunner(model, use_cuda_graphs)
         self.lock = threading.Lock()
         self.sessions: OrderedDict[str, ChatSession] = OrderedDict()
         self.max_sessions, self.max_live_states = max_sessions, max_live_states
@@ -151,7 +151,7 @@ class Engine:
         state, embeds = self._chat_inputs(session_id, session, feed)
         detok = StreamingDetokenizer(self.tokenizer)
         generator = _generator(params.seed, self.device)
-        steps = chat_tokens(self.decoder, state, embeds, params, max_new_tokens, generator)
+        steps = chat_tokens(self.runner, state, embeds, params, max_new_tokens, generator)
         sampled: list[int] = []
         try:
             for step in steps:
@@ -191,7 +191,7 @@ class Engine:
         check_image(image)
         pixels = stack_pixel_values([preprocess_image(image, self.model.config.vision)])
         with self._serialized():
-            return self.decoder.image_features(pixels).cpu()
+            return self.runner.image_features(pixels).cpu()
 
     # ------------------------------------------------------------------ text to image
     def text_to_image(self, prompt: str, num_images: int = 1, params: SamplingParams = SamplingParams(),
@@ -218,7 +218,7 @@ class Engine:
         meter = RequestMeter("t2i", self.device, self.model.dtype, kernels.describe_backends(self.device))
         batch, grid = prefix.shape[0], self.model.config.image_grid
         report_every = preview_every or REPORT_EVERY
-        steps = image_tokens(self.decoder, prefix.to(self.device), params, guidance_scale,
+        steps = image_tokens(self.runner, prefix.to(self.device), params, guidance_scale,
                              uncond.to(self.device), report_every, _generator(params.seed, self.device))
         have = 0  # tokens per image reported so far
         try:

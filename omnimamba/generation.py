@@ -1,8 +1,9 @@
 """Inference: prefill, one-token decode steps captured as CUDA graphs, and the two decode loops.
 
-    prefill(embeds) -> first token                          eager (any length)
-    DecodeGraph.run()  = embed token -> 48 layers -> head -> (guidance) -> sample -> next token, position += 1
+    DecodeGraph.prefill(embeds) -> first token              power-of-two pieces, each a graph replay on GPU
+    DecodeGraph.step() = embed token -> 48 layers -> head -> (guidance) -> sample -> next token, position += 1
                                                            one CUDA-graph replay per token on GPU
+`ModelRunner` wraps the model and keeps one DecodeGraph per key.
 A DecodeGraph owns static buffers (state, token, position, sampling knobs) for one key
 (task, batch, sampling?, guidance?), so an image-chat graph can never be replayed for text-to-image.
 The loops are Python generators: they yield after every token, and closing them between steps cancels.
@@ -59,11 +60,13 @@ class GraphKey:
 
 class DecodeGraph:
     """Static buffers and the one-token step for one GraphKey; captured as a CUDA graph on GPU. Text-to-image
-    keys also record their prefill (always 72 tokens), so a whole image is graph replays."""
+    keys also record their prefill (always 72 tokens), so a whole image is graph replays.
 
-    def __init__(self, decoder: "Decoder", key: GraphKey):
-        model = decoder.model
-        self.decoder, self.key = decoder, key
+    Everything that feeds tokens into `state` goes through `prefill`, `prefill_t2i` or `step`, and each ends in
+    `_fed`, the one place the state's length moves."""
+
+    def __init__(self, model: OmniMamba, image_table: Tensor, key: GraphKey, pool: object | None):
+        self.model, self.image_table, self.key, self.pool = model, image_table, key, pool
         dev = model.device
         self.rows = key.batch * (2 if key.guidance else 1)
         vocab = model.config.padded_text_vocab if key.task == "mmu" else model.config.image_vocab_size
@@ -78,60 +81,13 @@ class DecodeGraph:
         self.noise = torch.ones(key.batch, vocab, device=dev) if key.sampling else None
         self.step_graph: StaticGraph | None = None
         self.prefill_graph: StaticGraph | None = None
-        self.piece_graphs: dict[int, StaticGraph] = {}  # prefill pieces by length (see Decoder.prefill)
+        self.piece_graphs: dict[int, StaticGraph] = {}  # prefill pieces by length (see `prefill`)
 
     def set_sampling(self, params: SamplingParams, guidance_scale: float) -> None:
         self.temperature.fill_(max(params.temperature, 1e-5))
         self.top_k.fill_(params.top_k)
         self.top_p.fill_(params.top_p)
         self.guidance_scale.fill_(guidance_scale)
-
-    def pick(self, logits: Tensor) -> Tensor:
-        """Guidance + sampling of model logits (rows, V) -> tokens (batch,); also kept in self.logits."""
-        if self.key.guidance:
-            logits = guided_logits(logits[:self.key.batch], logits[self.key.batch:], self.guidance_scale)
-        self.logits.copy_(logits)
-        if not self.key.sampling:
-            return greedy_tokens(logits)
-        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.noise)
-
-    def _step(self) -> None:
-        ids = self.token.repeat(2) if self.key.guidance else self.token  # both guidance rows get the token
-        emb = self.decoder.embed_step(ids, self.position, self.key.task)
-        logits = self.decoder.model.mamba.step_logits(emb, self.key.task, self.state)
-        self.token.copy_(self.pick(logits))
-        self.position.add_(1)
-
-    def first_token(self, hidden_last: Tensor, position: int) -> Tensor:
-        """Head + pick on the prompt's last hidden state (rows, d); `position` is where that token goes."""
-        token = self.pick(self.decoder.model.mamba.head(hidden_last, self.key.task).float())
-        self.token.copy_(token)
-        self.position.fill_(position)
-        return token
-
-    def prefill_embeds(self, embeds: Tensor) -> Tensor:
-        """Positioned embeddings (rows, L, d) from the current state; picks the first token."""
-        hidden = self.decoder.model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
-        return self.first_token(hidden, embeds.shape[1] + self.state.seqlen)
-
-    def prefill_prefix(self, prefix_ids: Tensor) -> Tensor:
-        return self.prefill_embeds(self.decoder.model.embed_t2i_prefix(prefix_ids))
-
-    def capture(self, pool: object) -> None:
-        """Record the step (and the text-to-image prefill). Warm-ups scribble on the state, which every
-        request overwrites (`load_state`) before its prefill."""
-        self.step_graph = StaticGraph(self._step, [], pool)
-        if self.key.task == "t2i":
-            ids = torch.full((self.rows, self.decoder.model.config.t2i_prefix_len), PAD_ID, device=self.token.device)
-            self.prefill_graph = StaticGraph(self.prefill_prefix, [ids], pool)
-
-    def run(self, generator: torch.Generator | None) -> None:
-        if self.noise is not None:
-            self.noise.exponential_(generator=generator)  # outside the graph: the request's own stream
-        if self.step_graph is not None:
-            self.step_graph()
-        else:
-            self._step()
 
     def load_state(self, source: InferenceState | None) -> None:
         if source is None:
@@ -141,9 +97,119 @@ class DecodeGraph:
         else:
             self.state.copy_(source)
 
+    # ----- the recorded pieces (pure device work: no host reads, no state length) -----
+    def pick(self, logits: Tensor) -> Tensor:
+        """Guidance + sampling of model logits (rows, V) -> tokens (batch,); also kept in self.logits."""
+        if self.key.guidance:
+            logits = guided_logits(logits[:self.key.batch], logits[self.key.batch:], self.guidance_scale)
+        self.logits.copy_(logits)
+        if not self.key.sampling:
+            return greedy_tokens(logits)
+        return sample_tokens(logits, self.temperature, self.top_k, self.top_p, self.noise)
 
-class Decoder:
-    """Wraps a model for inference: merged LoRA, the projected image-token table, and the graph caches."""
+    def embed_step(self, ids: Tensor) -> Tensor:
+        """(rows,) token ids at the current position -> positioned input embeddings (rows, d)."""
+        backbone, task = self.model.backbone, self.key.task
+        table = backbone.embedding.weight if task == "mmu" else self.image_table
+        # F.embedding, not tensor[position]: indexing with a 0-d tensor syncs the host (breaks graph capture)
+        return F.embedding(ids, table) + F.embedding(self.position.view(1), backbone.position_table(task))
+
+    def _step(self) -> None:
+        ids = self.token.repeat(2) if self.key.guidance else self.token  # both guidance rows get the token
+        logits = self.model.mamba.step_logits(self.embed_step(ids), self.key.task, self.state)
+        self.token.copy_(self.pick(logits))
+        self.position.add_(1)
+
+    def first_token(self, hidden_last: Tensor, position: int) -> Tensor:
+        """Head + pick on the prompt's last hidden state (rows, d); `position` is where that token goes."""
+        token = self.pick(self.model.mamba.head(hidden_last, self.key.task).float())
+        self.token.copy_(token)
+        self.position.fill_(position)
+        return token
+
+    def _prefill_embeds(self, embeds: Tensor) -> Tensor:
+        """Positioned embeddings (rows, L, d) from the current state; picks the first token."""
+        hidden = self.model.backbone(embeds, self.key.task, self.state)[:, -1]  # (rows, d)
+        return self.first_token(hidden, embeds.shape[1] + self.state.seqlen)
+
+    def _prefill_prefix(self, prefix_ids: Tensor) -> Tensor:
+        return self._prefill_embeds(self.model.embed_t2i_prefix(prefix_ids))
+
+    def capture(self) -> None:
+        """Record the step (and the text-to-image prefill). Warm-ups scribble on the state, which every
+        request overwrites (`load_state`) before its prefill."""
+        self.step_graph = StaticGraph(self._step, [], self.pool)
+        if self.key.task == "t2i":
+            ids = torch.full((self.rows, self.model.config.t2i_prefix_len), PAD_ID, device=self.token.device)
+            self.prefill_graph = StaticGraph(self._prefill_prefix, [ids], self.pool)
+
+    def prefix_piece(self, size: int) -> StaticGraph:
+        """The backbone over `size` positions continuing the state, recorded once per size."""
+        if size not in self.piece_graphs:
+            fn = lambda emb: self.model.backbone(emb, self.key.task, self.state)  # noqa: E731
+            example = torch.zeros(self.rows, size, self.model.config.d_model, device=self.model.device,
+                                  dtype=self.model.dtype)
+            saved = self.state.clone()  # warm-ups advance the state: keep the request's
+            self.piece_graphs[size] = StaticGraph(fn, [example], self.pool)
+            self.state.copy_(saved)
+        return self.piece_graphs[size]
+
+    # ----- feeding tokens -----
+    def _refresh_noise(self, generator: torch.Generator | None) -> None:
+        if self.noise is not None:
+            self.noise.exponential_(generator=generator)  # outside any graph: the request's own stream
+
+    def _fed(self, tokens: int) -> None:
+        self.state.seqlen += tokens
+
+    @torch.no_grad()
+    def prefill(self, embeds: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Run positioned embeddings (rows, L, d) through the backbone from the state; pick the first token.
+        Returns it (batch,) and leaves it in self.token with self.position = the state's new length.
+
+        With graphs, L is split into power-of-two pieces, each a recorded graph continuing the state (a
+        745-token image-chat prompt is 6 replays): eager PyTorch would spend ~60 ms launching 48 layers' kernels."""
+        self._refresh_noise(generator)
+        length = embeds.shape[1]
+        if self.pool is None:
+            token = self._prefill_embeds(embeds)
+        else:
+            start = 0
+            for size in power_of_two_pieces(length):
+                hidden = self.prefix_piece(size)(embeds[:, start:start + size])
+                start += size
+            token = self.first_token(hidden[:, -1], self.state.seqlen + length)
+        self._fed(length)
+        return token
+
+    @torch.no_grad()
+    def prefill_t2i(self, prefix_ids: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Text-to-image prefill of prefix_ids (rows, 72) from a zero state; a graph replay on GPU."""
+        self._refresh_noise(generator)
+        token = self.prefill_graph(prefix_ids) if self.prefill_graph is not None else self._prefill_prefix(prefix_ids)
+        self._fed(prefix_ids.shape[1])
+        return token
+
+    @torch.no_grad()
+    def step(self, generator: torch.Generator | None) -> Tensor:
+        """Feed the pending token; returns the next one (batch,) on the device (no host sync)."""
+        self._refresh_noise(generator)
+        if self.step_graph is not None:
+            self.step_graph()
+        else:
+            self._step()
+        self._fed(1)
+        return self.token
+
+    def decode(self, steps: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+        """`step` `steps` times, yielding each new token."""
+        for _ in range(steps):
+            yield self.step(generator)
+
+
+class ModelRunner:
+    """Wraps a model for inference: merged LoRA, the projected image-token table, and the graph caches (one
+    DecodeGraph per GraphKey, the vision towers per batch size), all sharing one CUDA-graph memory pool."""
 
     def __init__(self, model: OmniMamba, use_cuda_graphs: bool | None = None):
         self.model = model.eval().requires_grad_(False)
@@ -163,13 +229,6 @@ class Decoder:
         table = emb.word_embeddings.weight
         return torch.cat([emb.project_in(table[i:i + rows_per_chunk]) for i in range(0, table.shape[0], rows_per_chunk)])
 
-    def embed_step(self, ids: Tensor, position: Tensor, task: str) -> Tensor:
-        """(rows,) token ids at one absolute position -> positioned input embeddings (rows, d)."""
-        backbone = self.model.backbone
-        table = backbone.embedding.weight if task == "mmu" else self.image_table
-        # F.embedding, not tensor[position]: indexing with a 0-d tensor syncs the host (breaks graph capture)
-        return F.embedding(ids, table) + F.embedding(position.view(1), backbone.position_table(task))
-
     @torch.no_grad()
     def image_features(self, pixel_values: PixelValues) -> Tensor:
         """Vision towers + projector (b, 729, d); one graph replay per image on GPU (eager PyTorch spends
@@ -186,61 +245,13 @@ class Decoder:
     def graph_for(self, key: GraphKey) -> DecodeGraph:
         graph = self.graphs.get(key)
         if graph is None:
-            graph = DecodeGraph(self, key)
+            graph = DecodeGraph(self.model, self.image_table, key, self.pool)
             if self.use_cuda_graphs:
                 with torch.no_grad():
-                    graph.capture(self.pool)
+                    graph.capture()
                 log.info("captured decode graph %s", key)
             self.graphs[key] = graph
         return graph
-
-    @torch.no_grad()
-    def prefill(self, graph: DecodeGraph, embeds: Tensor, task: str, generator: torch.Generator | None) -> Tensor:
-        """Run positioned embeddings (rows, L, d) through the backbone from the graph's state; pick the first
-        token. Returns it (batch,) and leaves it in graph.token with graph.position = the state's new length.
-
-        On GPU, L is split into power-of-two pieces, each a recorded graph continuing the state (a 745-token
-        image-chat prompt is 6 replays): eager PyTorch would spend ~60 ms just launching 48 layers' kernels."""
-        if graph.noise is not None:
-            graph.noise.exponential_(generator=generator)
-        if not self.use_cuda_graphs:
-            token = graph.prefill_embeds(embeds)
-            graph.state.seqlen += embeds.shape[1]
-            return token
-        start = 0
-        for size in power_of_two_pieces(embeds.shape[1]):
-            hidden = self.prefix_piece(graph, size)(embeds[:, start:start + size])
-            graph.state.seqlen += size
-            start += size
-        return graph.first_token(hidden[:, -1], graph.state.seqlen)
-
-    def prefix_piece(self, graph: DecodeGraph, size: int) -> StaticGraph:
-        """The backbone over `size` positions continuing graph.state, recorded once per (graph, size)."""
-        if size not in graph.piece_graphs:
-            fn = lambda emb: self.model.backbone(emb, graph.key.task, graph.state)  # noqa: E731
-            example = torch.zeros(graph.rows, size, self.model.config.d_model, device=self.model.device,
-                                  dtype=self.model.dtype)
-            saved = graph.state.clone()  # warm-ups advance the state: keep the request's
-            graph.piece_graphs[size] = StaticGraph(fn, [example], self.pool)
-            graph.state.copy_(saved)
-        return graph.piece_graphs[size]
-
-    @torch.no_grad()
-    def prefill_t2i(self, graph: DecodeGraph, prefix_ids: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Text-to-image prefill of prefix_ids (rows, 72) from a zero state; a graph replay on GPU."""
-        if graph.noise is not None:
-            graph.noise.exponential_(generator=generator)
-        token = graph.prefill_graph(prefix_ids) if graph.prefill_graph is not None else graph.prefill_prefix(prefix_ids)
-        graph.state.seqlen += prefix_ids.shape[1]
-        return token
-
-    @torch.no_grad()
-    def decode(self, graph: DecodeGraph, steps: int, generator: torch.Generator | None) -> Iterator[Tensor]:
-        """Feed the pending token `steps` times; yields each new token (batch,) on the device (no host sync)."""
-        for _ in range(steps):
-            graph.run(generator)
-            graph.state.seqlen += 1
-            yield graph.token
 
 
 def power_of_two_pieces(length: int, largest: int = 1024) -> list[int]:
@@ -260,7 +271,7 @@ class ChatStep:
 
 
 @torch.no_grad()
-def chat_tokens(decoder: Decoder, state: InferenceState, embeds: Tensor, params: SamplingParams,
+def chat_tokens(runner: ModelRunner, state: InferenceState, embeds: Tensor, params: SamplingParams,
                 max_new_tokens: int, generator: torch.Generator | None = None) -> Iterator[ChatStep]:
     """Continue an image chat: feed `embeds` (1, L, d) after `state`, then sample up to max_new_tokens.
 
@@ -269,15 +280,15 @@ def chat_tokens(decoder: Decoder, state: InferenceState, embeds: Tensor, params:
     been yielded, `state` holds the prompt and every yielded token except the last one (the caller feeds
     that one, e.g. the EOS, at the start of the next turn); before that, `state` is untouched.
     """
-    table_rows = decoder.model.config.mmu_positions
+    table_rows = runner.model.config.mmu_positions
     if state.seqlen + embeds.shape[1] > table_rows:
         raise PositionLimitError("mmu", state.seqlen + embeds.shape[1], table_rows)
     room = table_rows - state.seqlen - embeds.shape[1]  # tokens that can still be fed after the prompt
     budget = min(max_new_tokens, room + 1)  # the last sampled token is never fed
-    graph = decoder.graph_for(GraphKey("mmu", 1, not params.greedy, False))
+    graph = runner.graph_for(GraphKey("mmu", 1, not params.greedy, False))
     graph.set_sampling(params, 1.0)
     graph.load_state(state)
-    token = int(decoder.prefill(graph, embeds, "mmu", generator)[0])
+    token = int(graph.prefill(embeds, generator)[0])
     try:
         for produced in range(1, budget + 1):
             if token == EOS_ID or produced == budget:
@@ -286,7 +297,7 @@ def chat_tokens(decoder: Decoder, state: InferenceState, embeds: Tensor, params:
                 yield ChatStep(token, reason)
                 return
             yield ChatStep(token)
-            token = int(next(decoder.decode(graph, 1, generator))[0])
+            token = int(graph.step(generator)[0])
     finally:
         state.copy_(graph.state)
 
@@ -298,7 +309,7 @@ class ImageStep:
 
 
 @torch.no_grad()
-def image_tokens(decoder: Decoder, prefix_ids: Tensor, params: SamplingParams, guidance_scale: float = 1.0,
+def image_tokens(runner: ModelRunner, prefix_ids: Tensor, params: SamplingParams, guidance_scale: float = 1.0,
                  uncond_ids: Tensor | None = None, report_every: int = 16,
                  generator: torch.Generator | None = None) -> Iterator[ImageStep]:
     """Text-to-image tokens for prefix_ids (batch, 72). Yields after the first token (the prefill), then
@@ -306,17 +317,17 @@ def image_tokens(decoder: Decoder, prefix_ids: Tensor, params: SamplingParams, g
 
     With guidance (scale != 1), `uncond_ids` (batch, 72) runs beside the prompt and the logits are mixed.
     """
-    cfg = decoder.model.config
+    cfg = runner.model.config
     batch = prefix_ids.shape[0]
     guidance = uncond_ids is not None and guidance_scale != 1.0
-    graph = decoder.graph_for(GraphKey("t2i", batch, not params.greedy, guidance))
+    graph = runner.graph_for(GraphKey("t2i", batch, not params.greedy, guidance))
     graph.set_sampling(params, guidance_scale)
     graph.load_state(None)
     ids = torch.cat([prefix_ids, uncond_ids]) if guidance else prefix_ids
-    tokens = torch.empty(batch, cfg.num_image_tokens, dtype=torch.long, device=decoder.model.device)
-    tokens[:, 0] = decoder.prefill_t2i(graph, ids.to(tokens.device), generator)
+    tokens = torch.empty(batch, cfg.num_image_tokens, dtype=torch.long, device=runner.model.device)
+    tokens[:, 0] = graph.prefill_t2i(ids.to(tokens.device), generator)
     yield ImageStep(tokens[:, :1], done=False)
-    for k, token in enumerate(decoder.decode(graph, cfg.num_image_tokens - 1, generator), start=1):
+    for k, token in enumerate(graph.decode(cfg.num_image_tokens - 1, generator), start=1):
         tokens[:, k] = token
         if report_every and (k + 1) % report_every == 0 and k + 1 < cfg.num_image_tokens:
             yield ImageStep(tokens[:, :k + 1], done=False)

@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from omnimamba.engine import Engine, EngineError
+from omnimamba.generation import DecodeGraph
 from omnimamba.sampling import SamplingParams
 
 
@@ -119,12 +120,10 @@ def test_bad_requests_get_clear_errors_and_release_the_engine(tiny_engine, call,
 
 
 def test_out_of_memory_is_reported_and_the_engine_keeps_serving(tiny_engine, monkeypatch):
-    real = tiny_engine.decoder.prefill_t2i
-
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-    monkeypatch.setattr(tiny_engine.decoder, "prefill_t2i", oom)
-    with pytest.raises(EngineError, match="ran out of memory"):
-        list(tiny_engine.text_to_image("a cat", 8))
-    monkeypatch.setattr(tiny_engine.decoder, "prefill_t2i", real)
+    with monkeypatch.context() as patch:
+        patch.setattr(DecodeGraph, "prefill_t2i", oom)
+        with pytest.raises(EngineError, match="ran out of memory"):
+            list(tiny_engine.text_to_image("a cat", 8))
     assert list(tiny_engine.text_to_image("a cat", 1))[-1].done

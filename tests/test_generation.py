@@ -2,34 +2,34 @@
 import pytest
 import torch
 
-from omnimamba.generation import Decoder, GraphKey, chat_tokens, image_tokens
+from omnimamba.generation import ModelRunner, GraphKey, chat_tokens, image_tokens
 from omnimamba.model.backbone import PositionLimitError
 from omnimamba.sampling import SamplingParams, guided_logits, sample_tokens
 
 
 @pytest.fixture
-def decoder(tiny_model):
-    return Decoder(tiny_model, use_cuda_graphs=False)
+def runner(tiny_model):
+    return ModelRunner(tiny_model, use_cuda_graphs=False)
 
 
-def greedy_run(decoder, task, embeds, steps):
-    graph = decoder.graph_for(GraphKey(task, embeds.shape[0], False, False))
+def greedy_run(runner, task, embeds, steps):
+    graph = runner.graph_for(GraphKey(task, embeds.shape[0], False, False))
     graph.load_state(None)
-    decoder.prefill(graph, embeds, task, None)
+    graph.prefill(embeds, None)
     rows, tokens = [graph.logits.clone()], [graph.token.clone()]
-    for token in decoder.decode(graph, steps - 1, None):
+    for token in graph.decode(steps - 1, None):
         rows.append(graph.logits.clone())
         tokens.append(token.clone())
     return torch.stack(rows, 1), torch.stack(tokens, 1)
 
 
 @pytest.mark.parametrize("task", ["t2i", "mmu"])
-def test_prefill_plus_decode_steps_equals_one_teacher_forced_forward(decoder, task):
-    model = decoder.model
+def test_prefill_plus_decode_steps_equals_one_teacher_forced_forward(runner, task):
+    model = runner.model
     with torch.no_grad():
         embeds = (model.embed_t2i_prefix(torch.randint(0, 50000, (2, 16))) if task == "t2i"
                   else model.embed_mmu(torch.randint(0, 50000, (2, 6)), None))
-        logits, tokens = greedy_run(decoder, task, embeds, 12)
+        logits, tokens = greedy_run(runner, task, embeds, 12)
         start = embeds.shape[1]
         fed = tokens[:, :-1]
         tail = model.embed_image_tokens(fed, start) if task == "t2i" else model.embed_text(fed, start)
@@ -38,38 +38,38 @@ def test_prefill_plus_decode_steps_equals_one_teacher_forced_forward(decoder, ta
     assert torch.equal(tokens, logits.argmax(-1))
 
 
-def test_greedy_is_deterministic_and_seeds_reproduce_samples(decoder):
+def test_greedy_is_deterministic_and_seeds_reproduce_samples(runner):
     prefix = torch.randint(0, 50000, (2, 16))
     def run(params, seed=None):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        return [s.tokens for s in image_tokens(decoder, prefix, params, generator=gen)][-1]
+        return [s.tokens for s in image_tokens(runner, prefix, params, generator=gen)][-1]
     assert torch.equal(run(SamplingParams()), run(SamplingParams()))
     sampling = SamplingParams(temperature=1.0, top_k=0, top_p=0.0)
     assert torch.equal(run(sampling, 7), run(sampling, 7))
     assert not torch.equal(run(sampling, 7), run(sampling, 8))
 
 
-def test_guidance_runs_the_unconditional_rows_and_mixes_the_logits(decoder):
+def test_guidance_runs_the_unconditional_rows_and_mixes_the_logits(runner):
     prefix = torch.randint(0, 50000, (2, 16))
-    plain = [s.tokens for s in image_tokens(decoder, prefix, SamplingParams())][-1]
+    plain = [s.tokens for s in image_tokens(runner, prefix, SamplingParams())][-1]
     # with the unconditional rows equal to the prompt, guided logits equal the conditional ones
-    same = [s.tokens for s in image_tokens(decoder, prefix, SamplingParams(), 3.0, prefix.clone())][-1]
+    same = [s.tokens for s in image_tokens(runner, prefix, SamplingParams(), 3.0, prefix.clone())][-1]
     assert torch.equal(plain, same)
     uncond = torch.full_like(prefix, 50277)
-    guided = [s.tokens for s in image_tokens(decoder, prefix, SamplingParams(), 3.0, uncond)][-1]
+    guided = [s.tokens for s in image_tokens(runner, prefix, SamplingParams(), 3.0, uncond)][-1]
     assert not torch.equal(plain, guided)
-    off = [s.tokens for s in image_tokens(decoder, prefix, SamplingParams(), 1.0, uncond)][-1]
+    off = [s.tokens for s in image_tokens(runner, prefix, SamplingParams(), 1.0, uncond)][-1]
     assert torch.equal(plain, off)  # scale 1 is the official conditional path
 
 
-def test_image_tokens_reports_progress_and_the_right_count(decoder):
-    steps = list(image_tokens(decoder, torch.randint(0, 50000, (3, 16)), SamplingParams(), report_every=16))
+def test_image_tokens_reports_progress_and_the_right_count(runner):
+    steps = list(image_tokens(runner, torch.randint(0, 50000, (3, 16)), SamplingParams(), report_every=16))
     assert [s.tokens.shape[1] for s in steps] == [1, 16, 32, 48, 64] and steps[-1].done
     assert steps[-1].tokens.shape == (3, 64) and steps[-1].tokens.max() < 64
 
 
-def test_chat_stops_at_eos_and_leaves_it_pending(decoder):
-    model = decoder.model
+def test_chat_stops_at_eos_and_leaves_it_pending(runner):
+    model = runner.model
     calls = {"n": 0}
     mamba = model.mamba
     original_head, original_step = mamba.head, mamba.step_logits
@@ -84,31 +84,31 @@ def test_chat_stops_at_eos_and_leaves_it_pending(decoder):
     mamba.step_logits = lambda *a: eos_on_third(original_step(*a))  # each decode step's
     state = model.new_state(1)
     embeds = model.embed_mmu(torch.randint(0, 50000, (1, 5)), None)
-    steps = list(chat_tokens(decoder, state, embeds, SamplingParams(), 50))
+    steps = list(chat_tokens(runner, state, embeds, SamplingParams(), 50))
     assert [s.stop_reason for s in steps] == [None, None, "eos"] and steps[-1].token == 0
     assert state.seqlen == embeds.shape[1] + 2  # the EOS itself is fed with the next turn
 
 
-def test_chat_stops_at_the_token_limit_and_at_the_position_table(decoder):
-    model = decoder.model
+def test_chat_stops_at_the_token_limit_and_at_the_position_table(runner):
+    model = runner.model
     embeds = model.embed_mmu(torch.randint(1, 50000, (1, 5)), None)
-    steps = list(chat_tokens(decoder, model.new_state(1), embeds, SamplingParams(), 4))
+    steps = list(chat_tokens(runner, model.new_state(1), embeds, SamplingParams(), 4))
     assert len(steps) == 4 and steps[-1].stop_reason == "max_new_tokens"
     state = model.new_state(1)
     table = model.config.mmu_positions
-    steps = list(chat_tokens(decoder, state, embeds, SamplingParams(), 10_000))
+    steps = list(chat_tokens(runner, state, embeds, SamplingParams(), 10_000))
     assert steps[-1].stop_reason == "position_limit"
     assert len(steps) == table - embeds.shape[1] + 1 and state.seqlen == table
     with pytest.raises(PositionLimitError, match="mmu_pos_embed has 160 rows"):
-        list(chat_tokens(decoder, state, model.embed_text(torch.ones(1, 3, dtype=torch.long), state.seqlen),
+        list(chat_tokens(runner, state, model.embed_text(torch.ones(1, 3, dtype=torch.long), state.seqlen),
                          SamplingParams(), 5))
 
 
-def test_closing_a_chat_stream_keeps_a_consistent_state(decoder):
-    model = decoder.model
+def test_closing_a_chat_stream_keeps_a_consistent_state(runner):
+    model = runner.model
     embeds = model.embed_mmu(torch.randint(1, 50000, (1, 5)), None)
     state = model.new_state(1)
-    stream = chat_tokens(decoder, state, embeds, SamplingParams(), 100)
+    stream = chat_tokens(runner, state, embeds, SamplingParams(), 100)
     for _ in range(4):
         next(stream)
     stream.close()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from omnimamba import OmniMambaConfig
-from omnimamba.generation import Decoder, GraphKey
+from omnimamba.generation import ModelRunner, GraphKey
 from omnimamba.model import kernels
 from omnimamba.model.init import random_model
 
@@ -40,12 +40,12 @@ def test_fast_path_reproduces_official_goldens(golden_model):
     check_all(golden_model, GOLDENS)
 
 
-def _greedy_scores(decoder: Decoder, key: GraphKey, embeds: torch.Tensor, task: str, steps: int):
-    graph = decoder.graph_for(key)
+def _greedy_scores(runner: ModelRunner, key: GraphKey, embeds: torch.Tensor, task: str, steps: int):
+    graph = runner.graph_for(key)
     graph.load_state(None)
-    decoder.prefill(graph, embeds, task, None)
+    graph.prefill(embeds, None)
     rows, tokens = [graph.logits[0].clone()], [int(graph.token[0])]
-    for token in decoder.decode(graph, steps - 1, None):
+    for token in graph.decode(steps - 1, None):
         rows.append(graph.logits[0].clone())
         tokens.append(int(token[0]))
     return torch.stack(rows).cpu(), tokens
@@ -56,7 +56,7 @@ def test_graph_decode_reproduces_official_greedy_steps(golden_model, task):
     """Our greedy tokens equal the official ones up to the first near-tie of the golden run, and every
     step's logits before that match the official generation scores."""
     model = golden_model
-    decoder = Decoder(model)
+    runner = ModelRunner(model)
     if task == "t2i":
         golden = load(GOLDENS, "golden_t2i.pt")
         embeds = model.embed_t2i_prefix(golden["text_ids"][None].cuda())
@@ -67,7 +67,7 @@ def test_graph_decode_reproduces_official_greedy_steps(golden_model, task):
         embeds = model.embed_mmu(golden["prompt_ids"][None].cuda(), model.image_features(pixels))
         want, scores = golden["generated_ids"].tolist(), golden["gen_scores"]
     with torch.no_grad():
-        logits, tokens = _greedy_scores(decoder, GraphKey(task, 1, False, False), embeds, task, len(want))
+        logits, tokens = _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, len(want))
     margin = scores["top5_val"][:, 0] - scores["top5_val"][:, 1]
     near_tie = int((margin < 0.05).nonzero()[0]) if (margin < 0.05).any() else len(want)
     first_diff = next((i for i, (a, b) in enumerate(zip(tokens, want)) if a != b), len(want))
@@ -127,13 +127,13 @@ def _decode(model, task: str, steps: int, reference: bool = False, graphs: bool 
             embeds = model.embed_t2i_prefix(torch.randint(0, 50000, (1, 72), device="cuda", generator=g))
         else:
             embeds = model.embed_mmu(torch.randint(0, 50000, (1, 20), device="cuda", generator=g), None)
-        decoder = Decoder(model, use_cuda_graphs=graphs and not reference)
+        runner = ModelRunner(model, use_cuda_graphs=graphs and not reference)
         if reference:
             with kernels.reference_only():
-                logits, tokens = _greedy_scores(decoder, GraphKey(task, 1, False, False), embeds, task, steps)
+                logits, tokens = _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, steps)
         else:
-            logits, tokens = _greedy_scores(decoder, GraphKey(task, 1, False, False), embeds, task, steps)
-        state = decoder.graphs[GraphKey(task, 1, False, False)].state
+            logits, tokens = _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, steps)
+        state = runner.graphs[GraphKey(task, 1, False, False)].state
     return logits, tokens, embeds, state
 
 

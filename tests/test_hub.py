@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from omnimamba import OmniMamba, OmniMambaConfig
+from omnimamba import OmniMambaConfig
 from omnimamba import hub
 from omnimamba.checkpoint import CheckpointError
 from omnimamba.engine import Engine

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,8 +23,10 @@ from typing import Callable
 import torch
 
 from ..config import OmniMambaConfig
-from ..generation import Decoder, GraphKey, StaticGraph, power_of_two_pieces
+from ..generation import GraphKey, ModelRunner, StaticGraph, power_of_two_pieces
+from ..model import OmniMamba
 from ..model.init import random_model
+from .timing import copy_bandwidth_gbs, peak_gib, reset_peak, step_bytes, timed
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,6 @@ def parse_lengths(text: str) -> list[int]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def _guarded(case: Case, fn: Callable[[Case], None]) -> Case:
     try:
         fn(case)
@@ -100,34 +78,34 @@ def omnimamba_cases(lengths: list[int], config: OmniMambaConfig, device: torch.d
     model.vision_backbone.to("cpu")
     model.llm_backbone.vqvae.to("cpu")
     model.merge_lora(tasks=("mmu",), release_unmerged=True)
-    decoder = Decoder(model)
-    graph = decoder.graph_for(GraphKey("mmu", 1, False, False))
+    runner = ModelRunner(model)
+    graph = runner.graph_for(GraphKey("mmu", 1, False, False))
     table = model.backbone.embedding.weight
     token = torch.zeros(1, dtype=torch.long, device=device)
 
     def step() -> None:  # embed the last token (no position table: it ends at 1,500), 48 layers, head, argmax
         logits = model.mamba.step_logits(torch.nn.functional.embedding(token, table), "mmu", graph.state)
         token.copy_(logits.argmax(-1))
-    run_step = StaticGraph(step, [], decoder.pool) if decoder.use_cuda_graphs else step
+    run_step = StaticGraph(step, [], runner.pool) if runner.use_cuda_graphs else step
 
     def measure(case: Case) -> None:
         ids = torch.randint(0, config.text_vocab_size, (1, case.length), device=device)
         graph.load_state(None)
-        _reset_peak(device)
+        reset_peak(device)
 
         def prefill() -> None:
             start = 0
-            for size in power_of_two_pieces(case.length) if decoder.use_cuda_graphs else [case.length]:
+            for size in power_of_two_pieces(case.length) if runner.use_cuda_graphs else [case.length]:
                 piece = model.backbone.embedding(ids[:, start:start + size])
-                (decoder.prefix_piece(graph, size) if decoder.use_cuda_graphs
+                (graph.prefix_piece(size) if runner.use_cuda_graphs
                  else lambda e: model.backbone(e, "mmu", graph.state))(piece)
                 start += size
         prefill()  # untimed: records the pieces' graphs (once per piece length) and compiles kernels
         graph.load_state(None)
-        case.ttft_s = _timed(prefill, device)
-        seconds = _timed(lambda: [run_step() for _ in range(new_tokens)], device)
+        case.ttft_s = timed(prefill, device)
+        seconds = timed(lambda: [run_step() for _ in range(new_tokens)], device)
         case.ms_per_token = 1000 * seconds / new_tokens
-        case.peak_gib = _peak_gib(device)
+        case.peak_gib = peak_gib(device)
     return [_guarded(Case("OmniMamba", "recurrent state", length), measure) for length in lengths]
 
 
@@ -172,21 +150,21 @@ def _transformer_case(model, ids: torch.Tensor, mode: str, new_tokens: int, case
         def next_token() -> None:  # the whole sequence again, for one more token
             logits = model(seq[0], use_cache=False, logits_to_keep=1).logits
             seq[0] = torch.cat([seq[0], logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        _reset_peak(device)
-        case.ttft_s = _timed(next_token, device)
+        reset_peak(device)
+        case.ttft_s = timed(next_token, device)
         n = max(1, min(new_tokens, 4) - 1)
-        case.ms_per_token = 1000 * _timed(lambda: [next_token() for _ in range(n)], device) / n
-        case.peak_gib = _peak_gib(device)
+        case.ms_per_token = 1000 * timed(lambda: [next_token() for _ in range(n)], device) / n
+        case.peak_gib = peak_gib(device)
         return
     # a static cache makes transformers compile the decode step itself (mode "reduce-overhead": CUDA graphs)
     kwargs = dict(do_sample=False, pad_token_id=0, cache_implementation="static" if mode == "static+compile" else None)
     generate = lambda n: model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kwargs)  # noqa: E731
     generate(new_tokens)  # warm-up: compilation, cuBLAS plans
-    _reset_peak(device)
-    case.ttft_s = _timed(lambda: generate(1), device)
-    full = _timed(lambda: generate(new_tokens), device)
+    reset_peak(device)
+    case.ttft_s = timed(lambda: generate(1), device)
+    full = timed(lambda: generate(new_tokens), device)
     case.ms_per_token = 1000 * (full - case.ttft_s) / (new_tokens - 1)
-    case.peak_gib = _peak_gib(device)
+    case.peak_gib = peak_gib(device)
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -257,15 +235,13 @@ def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.devic
         config: OmniMambaConfig | None = None, phi_overrides: dict | None = None,
         compile_lengths: list[int] | None = None, new_tokens: int = NEW_TOKENS) -> dict:
     """Measure every case, write results.json, the two plots and benchmarks.md into out_dir."""
-    from .tasks import copy_bandwidth_gbs
-
     lengths = parse_lengths(lengths) if isinstance(lengths, str) else list(lengths)
     device = torch.device(device or "cuda")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or OmniMambaConfig.official()
     cases = omnimamba_cases(lengths, config, device, new_tokens=new_tokens)
-    _reset_peak(device)  # the OmniMamba model is gone with its function; free its cached blocks
+    reset_peak(device)  # the OmniMamba model is gone with its function; free its cached blocks
     modes = ("static+compile", "dynamic", "no cache") if device.type == "cuda" else ("dynamic", "no cache")
     cases += transformer_cases(lengths, device, new_tokens=new_tokens, modes=modes,
                                compile_lengths=compile_lengths, **(phi_overrides or {}))
@@ -284,10 +260,11 @@ def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.devic
     return result
 
 
-def _omnimamba_step_bytes(cfg: OmniMambaConfig) -> int:
-    """bf16 bytes a batch-1 decode step reads: merged in_proj, out_proj, small tensors, the text head."""
-    per_layer = cfg.d_in_proj * cfg.d_model + cfg.d_model * cfg.d_inner + cfg.conv_dim * (cfg.d_conv + 1)
-    return 2 * (cfg.n_layer * per_layer + cfg.padded_text_vocab * cfg.d_model)
+def _omnimamba_step_bytes(config: OmniMambaConfig) -> int:
+    """bf16 bytes a batch-1 chat decode step reads (sizes from a model on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = OmniMamba(config).to(torch.bfloat16).merge_lora(tasks=("mmu",))
+    return step_bytes(model, "mmu")
 
 
 def _phi_bytes(overrides: dict) -> int:

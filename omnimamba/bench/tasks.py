@@ -13,34 +13,20 @@ Random weights (timing does not depend on values); the stock model gets a copy o
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..config import OmniMambaConfig
-from ..generation import Decoder, GraphKey, StaticGraph, chat_tokens, image_tokens
+from ..generation import GraphKey, ModelRunner, chat_tokens, image_tokens
 from ..model import kernels
 from ..model.init import random_model
 from ..sampling import SamplingParams
+from .timing import copy_bandwidth_gbs, graph_us, median_time, step_bytes
 
 log = logging.getLogger(__name__)
 GREEDY = SamplingParams()
-
-
-def cuda_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median seconds of fn() over `repeat` runs after `warmup` runs, synchronised."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def task(fn: Callable[[], object], tokens: int, repeat: int = 3) -> dict:
@@ -48,46 +34,20 @@ def task(fn: Callable[[], object], tokens: int, repeat: int = 3) -> dict:
     fn()  # warm-up: graph capture, Triton compilation
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    seconds = cuda_time(fn, repeat=repeat, warmup=0)
+    seconds = median_time(fn, repeat=repeat, warmup=0)
     return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def copy_bandwidth_gbs(gib: float = 2.0) -> float:
-    """Device-to-device copy, bytes read + written per second."""
-    src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device="cuda").normal_()
-    dst = torch.empty_like(src)
-    seconds = cuda_time(lambda: dst.copy_(src), repeat=10, warmup=2)
-    return 2 * src.numel() * src.element_size() / seconds / 1e9
-
-
-def step_bytes(model, task_name: str) -> int:
-    """Bytes a batch-1 decode step must read: every layer's merged in_proj, conv, norms, out_proj, the head."""
-    total = 0
-    for layer in model.backbone.layers:
-        m = layer.mixer
-        tensors = [m.in_proj.decode_weight(task_name), m.conv1d.weight, m.conv1d.bias, m.norm.weight,
-                   m.out_proj.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
-        total += sum(t.numel() * t.element_size() for t in tensors)
-    head = model.mamba.head_weight(task_name)
-    return total + head.numel() * head.element_size()
-
-
-def decode_ms_per_step(decoder: Decoder, key: GraphKey, steps: int = 128) -> float:
+def decode_ms_per_step(runner: ModelRunner, key: GraphKey, steps: int = 128) -> float:
     """Replays of one captured decode graph (state contents do not matter for timing)."""
-    graph = decoder.graph_for(key)
+    graph = runner.graph_for(key)
     position = 100 if key.task == "t2i" else 800  # any valid row of the position table
 
     def run() -> None:
         graph.position.fill_(position)
         for _ in range(steps):
-            graph.run(None)
-    return 1000 * cuda_time(run) / steps
-
-
-def graph_us(fn: Callable[[], object], calls: int = 100) -> float:
-    """Microseconds per call of fn, as `calls` back-to-back calls replayed from one CUDA graph."""
-    recorded = StaticGraph(lambda: [fn() for _ in range(calls)], [], torch.cuda.graph_pool_handle())
-    return 1e6 * cuda_time(recorded) / calls
+            graph.step(None)
+    return 1000 * median_time(run) / steps
 
 
 @torch.no_grad()
@@ -121,22 +81,22 @@ def decode_variants(model) -> dict:
     try:
         for mode in ("fused", "cublas"):
             model.mamba.decode_gemv = mode
-            decoder = Decoder(model)
-            out[mode] = {name: decode_ms_per_step(decoder, key) for name, key in [
+            runner = ModelRunner(model)
+            out[mode] = {name: decode_ms_per_step(runner, key) for name, key in [
                 ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("chat batch 1", GraphKey("mmu", 1, False, False)),
                 ("guidance batch 2", GraphKey("t2i", 1, False, True)),
                 ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True))]}
             out[mode]["layer_us"] = layer_breakdown(model, gemv=mode)
-            del decoder
+            del runner
     finally:
         model.mamba.decode_gemv = saved
     return out
 
 
 @torch.no_grad()
-def ours(model, decoder: Decoder) -> dict:
+def ours(model, runner: ModelRunner) -> dict:
     cfg = model.config
-    res: dict = {"decode_ms": {name: decode_ms_per_step(decoder, key) for name, key in [
+    res: dict = {"decode_ms": {name: decode_ms_per_step(runner, key) for name, key in [
         ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("t2i batch 1 sampling", GraphKey("t2i", 1, True, False)),
         ("guidance batch 2", GraphKey("t2i", 1, False, True)), ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True)),
         ("chat batch 1", GraphKey("mmu", 1, False, False))]}}
@@ -144,32 +104,32 @@ def ours(model, decoder: Decoder) -> dict:
 
     def images(batch: int, scale: float) -> None:
         ids = prefix.expand(batch, -1)
-        for step in image_tokens(decoder, ids, GREEDY, scale, ids if scale != 1.0 else None, report_every=0):
+        for step in image_tokens(runner, ids, GREEDY, scale, ids if scale != 1.0 else None, report_every=0):
             if step.done:
                 model.decode_images(step.tokens)
     pixels = {k: torch.randn(1, 3, 384, 384, device="cuda") for k in ("dino", "siglip")}
     text = torch.randint(0, 50000, (1, 27), device="cuda")  # 733 + 27 = a 760-token prompt
 
     def chat(new_tokens: int) -> None:
-        embeds = model.embed_mmu(text, decoder.image_features(pixels))
-        for _ in chat_tokens(decoder, model.new_state(1), embeds, GREEDY, new_tokens):
+        embeds = model.embed_mmu(text, runner.image_features(pixels))
+        for _ in chat_tokens(runner, model.new_state(1), embeds, GREEDY, new_tokens):
             pass
     res["tasks"] = {"one image": task(lambda: images(1, 1.0), 256),
                     "four images, guidance": task(lambda: images(4, 3.0), 4 * 256),
                     "chat answer, 128 tokens": task(lambda: chat(128), 128)}
-    res["chat_ttft_ms"] = 1000 * cuda_time(lambda: chat(1))
-    res["vision_ms"] = 1000 * cuda_time(lambda: decoder.image_features(pixels))
-    res["vision_eager_ms"] = 1000 * cuda_time(lambda: model.image_features(pixels))
+    res["chat_ttft_ms"] = 1000 * median_time(lambda: chat(1))
+    res["vision_ms"] = 1000 * median_time(lambda: runner.image_features(pixels))
+    res["vision_eager_ms"] = 1000 * median_time(lambda: model.image_features(pixels))
     embeds = model.embed_mmu(text, model.image_features(pixels))
-    graph = decoder.graph_for(GraphKey("mmu", 1, False, False))
+    graph = runner.graph_for(GraphKey("mmu", 1, False, False))
 
     def graphed_prefill() -> None:
         graph.load_state(None)
-        decoder.prefill(graph, embeds, "mmu", None)
-    res["prefill_760_ms"] = 1000 * cuda_time(graphed_prefill)
-    res["prefill_760_eager_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
+        graph.prefill(embeds, None)
+    res["prefill_760_ms"] = 1000 * median_time(graphed_prefill)
+    res["prefill_760_eager_ms"] = 1000 * median_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
     with kernels.reference_only():
-        res["prefill_760_reference_ms"] = 1000 * cuda_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)),
+        res["prefill_760_reference_ms"] = 1000 * median_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)),
                                                            repeat=3)
     return res
 
@@ -218,14 +178,14 @@ def _stock_tasks(stock, new_tokens: int) -> dict:
         stock.generate(prompt[:batch, :prompt_len].contiguous(), max_length=prompt_len + n, cg=True, top_k=1)
     out: dict = {"decode_ms": {}}
     for batch, name in ((1, "t2i batch 1"), (2, "guidance batch 2"), (8, "4 images + guidance batch 8")):
-        full = cuda_time(lambda: gen(batch, 72, new_tokens), repeat=3)
-        one = cuda_time(lambda: gen(batch, 72, 1), repeat=3)
+        full = median_time(lambda: gen(batch, 72, new_tokens), repeat=3)
+        one = median_time(lambda: gen(batch, 72, 1), repeat=3)
         out["decode_ms"][name] = 1000 * (full - one) / (new_tokens - 1)
     out["decode_ms"]["chat batch 1"] = out["decode_ms"]["t2i batch 1"]
     out["tasks"] = {"one image": task(lambda: gen(1, 72, 256), 256),  # no VQ decode: a lower bound
                     "four images, guidance": task(lambda: gen(8, 72, 256), 4 * 256),
                     "chat answer, 128 tokens": task(lambda: gen(1, 760, 128), 128)}  # no vision: a lower bound
-    out["prefill_760_ms"] = 1000 * cuda_time(lambda: gen(1, 760, 1))
+    out["prefill_760_ms"] = 1000 * median_time(lambda: gen(1, 760, 1))
     return out
 
 
@@ -236,11 +196,11 @@ def run(dtype: torch.dtype = torch.bfloat16, baseline: bool = True) -> dict:
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(dtype),
               "backends": kernels.backends("cuda"), "copy_gbs": copy_bandwidth_gbs()}
     model = random_model(cfg, "cuda", dtype).merge_lora(release_unmerged=True)  # as the engine serves it
-    decoder = Decoder(model)
-    result["ours"] = ours(model, decoder)
+    runner = ModelRunner(model)
+    result["ours"] = ours(model, runner)
     result["floor_ms"] = {t: step_bytes(model, t) / (result["copy_gbs"] * 1e9) * 1000 for t in ("t2i", "mmu")}
     result["decode_variants"] = decode_variants(model)
-    del decoder
+    del runner
     torch.cuda.empty_cache()
     if baseline:
         result["stock_mamba_ssm"] = stock_mamba_ssm(model)

@@ -1,0 +1,70 @@
+"""The one timing kit of the benchmarks: synchronised wall time on any device, peak memory, CUDA-graph
+replays, the copy bandwidth that bounds a decode step, and the bytes such a step must read."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..generation import StaticGraph
+from ..model import OmniMamba
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one synchronised call."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1,
+                device: torch.device = torch.device("cuda")) -> float:
+    """Median seconds of fn() over `repeat` synchronised runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    return sorted(timed(fn, device) for _ in range(repeat))[repeat // 2]
+
+
+def graph_us(fn: Callable[[], object], calls: int = 100) -> float:
+    """Microseconds per call of fn, as `calls` back-to-back calls replayed from one CUDA graph."""
+    recorded = StaticGraph(lambda: [fn() for _ in range(calls)], [], torch.cuda.graph_pool_handle())
+    return 1e6 * median_time(recorded) / calls
+
+
+def copy_bandwidth_gbs(gib: float = 2.0) -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    seconds = median_time(lambda: dst.copy_(src), repeat=10, warmup=2)
+    return 2 * src.numel() * src.element_size() / seconds / 1e9
+
+
+def step_bytes(model: OmniMamba, task: str) -> int:
+    """Bytes a batch-1 decode step must read: every layer's merged in_proj, conv, norms, out_proj, the head.
+    Works on a model on the meta device (sizes only)."""
+    total = 0
+    for layer in model.backbone.layers:
+        m = layer.mixer
+        tensors = [m.in_proj.decode_weight(task), m.conv1d.weight, m.conv1d.bias, m.norm.weight,
+                   m.out_proj.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
+        total += sum(t.numel() * t.element_size() for t in tensors)
+    head = model.mamba.head_weight(task)
+    return total + head.numel() * head.element_size()

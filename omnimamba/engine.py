@@ -40,6 +40,15 @@ class EngineError(RuntimeError):
     """A request that failed for a reason the user can act on; the engine keeps serving."""
 
 
+@dataclass(frozen=True)
+class ChatRecord:
+    """A chat's token ids: what was fed after the image block, and the last sampled token not yet fed. Enough
+    to rebuild the chat's state with one prefill (`Engine.restore_session`) wherever its session went."""
+    history: tuple[int, ...] = ()
+    pending: tuple[int, ...] = ()
+    turns: int = 0
+
+
 @dataclass
 class ChatEvent:
     delta: str  # new text since the last event
@@ -47,6 +56,7 @@ class ChatEvent:
     metrics: RequestMetrics
     done: bool = False
     note: str | None = None  # e.g. why the answer stopped early
+    record: ChatRecord | None = None  # the chat's ids if the answer ended here
 
 
 @dataclass
@@ -126,6 +136,18 @@ class Engine:
             self.sessions.popitem(last=False)
         return session_id
 
+    def restore_session(self, image: Image.Image | None, record: ChatRecord) -> str:
+        """A chat rebuilt from its record (see ChatEvent.record): the next question feeds the image block and the
+        recorded ids in one prefill; no answer is generated again."""
+        session_id = self.new_session(image)
+        session = self.sessions[session_id]
+        session.history, session.pending, session.turns = list(record.history), list(record.pending), record.turns
+        return session_id
+
+    def has_session(self, session_id: str | None) -> bool:
+        """The engine still holds this chat (it forgets the oldest beyond `max_sessions`)."""
+        return session_id in self.sessions
+
     def end_session(self, session_id: str) -> None:
         self.sessions.pop(session_id, None)
 
@@ -160,7 +182,8 @@ class Engine:
                 delta = detok.push(step.token)
                 done = step.stop_reason is not None
                 note = _stop_note(step.stop_reason)
-                yield ChatEvent(delta, detok.text, meter.snapshot(done, step.stop_reason), done, note)
+                record = ChatRecord(tuple(session.history + feed + sampled[:-1]), (step.token,), session.turns + 1)
+                yield ChatEvent(delta, detok.text, meter.snapshot(done, step.stop_reason), done, note, record)
         finally:
             steps.close()
             if sampled:  # the prompt and all but the last sampled token are now in `state`

@@ -127,3 +127,17 @@ def test_out_of_memory_is_reported_and_the_engine_keeps_serving(tiny_engine, mon
         with pytest.raises(EngineError, match="ran out of memory"):
             list(tiny_engine.text_to_image("a cat", 8))
     assert list(tiny_engine.text_to_image("a cat", 1))[-1].done
+
+
+def test_a_chat_restored_from_its_record_continues_without_answering_again(tiny_engine, monkeypatch):
+    image = Image.new("RGB", (32, 32), "red")
+    live = tiny_engine.new_session(image)
+    record = [e.record for e in tiny_engine.chat(live, "What is it?", SamplingParams(), 5)][-1]
+    expected = [e.text for e in tiny_engine.chat(live, "And then?", SamplingParams(), 5)][-1]
+    restored = tiny_engine.restore_session(image, record)
+    assert tiny_engine.has_session(restored) and restored != live
+    prefills = []
+    real = tiny_engine.model.embed_mmu
+    monkeypatch.setattr(tiny_engine.model, "embed_mmu", lambda *a, **k: prefills.append(1) or real(*a, **k))
+    assert [e.text for e in tiny_engine.chat(restored, "And then?", SamplingParams(), 5)][-1] == expected
+    assert prefills == [1], "the image and the recorded ids go in one prefill; no earlier answer is generated"

@@ -132,3 +132,13 @@ def test_from_pretrained_and_the_engine_loader(cache, monkeypatch):
     assert model.dtype == torch.float32 and not model.backbone.embedding.weight.is_meta
     engine = Engine.load("tiny-random", offline=True, cache_dir=str(hub_cache))
     assert "tiny-random" in engine.label and len(engine.tokenizer) == 50287
+
+
+def test_a_missing_asset_says_only_the_ways_out_that_work_for_it(tmp_path):
+    for key, hint in [("omnimamba", "--model /path/to/OmniMamba-1.3b.pth"), ("vq", "beside OmniMamba-1.3b.pth"),
+                      ("siglip", None)]:
+        with pytest.raises(hub.AssetUnavailable) as error:
+            hub.fetch(hub.ASSETS[key], tmp_path / "empty", offline=True)
+        message = str(error.value)
+        assert "python -m omnimamba download" in message
+        assert (hint in message) if hint else "--model" not in message

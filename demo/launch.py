@@ -1,0 +1,86 @@
+"""Starting the app: its command line (each flag also an OMNIMAMBA_* environment variable), the example
+inputs shipped in assets/, and the warm-up before serving."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from omnimamba.compare import CompareError, read_prompts, read_questions
+from omnimamba.config import DTYPES
+from omnimamba.engine import Engine
+from omnimamba.sampling import SamplingParams
+
+log = logging.getLogger("omnimamba.app")
+
+QUEUE_SIZE = 32  # waiting requests beyond this are refused with "queue full"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EXAMPLES = ASSETS / "examples"
+
+
+def compare_inputs() -> tuple[list[str], list[list[str]]]:
+    """The compare command's prompt and question files (assets/), for the Compare tab's pickers."""
+    try:
+        prompts = read_prompts(ASSETS / "prompts.txt")
+    except CompareError:
+        prompts = []
+    try:
+        questions = [[str(image), question] for image, question in read_questions(ASSETS / "questions.txt")
+                     if image is not None]
+    except CompareError:
+        questions = []
+    return prompts, questions
+
+
+def load_examples() -> dict:
+    path = EXAMPLES / "examples.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"chat": [], "text_to_image": []}
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=env("OMNIMAMBA_MODEL", "hustvl/OmniMamba"),
+                   help="Hub id, local OmniMamba-1.3b.pth or folder, or 'tiny-random' (env OMNIMAMBA_MODEL)")
+    p.add_argument("--revision", default=env("OMNIMAMBA_REVISION"), help="Hub revision (env OMNIMAMBA_REVISION)")
+    p.add_argument("--device", default=env("OMNIMAMBA_DEVICE"), help="cuda, cuda:1, cpu (env OMNIMAMBA_DEVICE)")
+    p.add_argument("--dtype", default=env("OMNIMAMBA_DTYPE"), choices=sorted(DTYPES),
+                   help="default: bf16 on GPU, fp32 on CPU (env OMNIMAMBA_DTYPE)")
+    p.add_argument("--tokenizer", default=env("OMNIMAMBA_TOKENIZER"),
+                   help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy (env OMNIMAMBA_TOKENIZER)")
+    p.add_argument("--offline", action="store_true", default=env("OMNIMAMBA_OFFLINE", "") not in ("", "0"),
+                   help="use only the local Hugging Face cache (env OMNIMAMBA_OFFLINE=1)")
+    p.add_argument("--host", default=env("OMNIMAMBA_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="address to serve on; 0.0.0.0 for all interfaces (env OMNIMAMBA_HOST)")
+    p.add_argument("--port", type=int, default=int(env("OMNIMAMBA_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+                   help="(env OMNIMAMBA_PORT)")
+    p.add_argument("--share", action="store_true", default=env("OMNIMAMBA_SHARE", "") not in ("", "0"),
+                   help="also open a public *.gradio.live link (off by default; env OMNIMAMBA_SHARE=1)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   default=env("OMNIMAMBA_WARMUP", "1") not in ("", "0"),
+                   help="serve at once instead of running one short request of each kind first on a GPU "
+                        "(env OMNIMAMBA_WARMUP=0)")
+    p.add_argument("--queue-size", type=int, default=int(env("OMNIMAMBA_QUEUE_SIZE") or QUEUE_SIZE),
+                   help="requests that may wait for the GPU before new ones are refused")
+    args = p.parse_args(argv)
+    if args.dtype is not None and args.dtype not in DTYPES:  # argparse does not check defaults from the environment
+        p.error(f"OMNIMAMBA_DTYPE must be one of {sorted(DTYPES)}, got {args.dtype!r}")
+    return args
+
+
+def warm_up(engine: Engine) -> None:
+    """One short request of each kind before serving: the first call compiles and autotunes the Triton kernels
+    (tens of seconds on a fresh GPU), which no visitor should have to wait for."""
+    start = time.perf_counter()
+    session = engine.new_session(Image.new("RGB", (64, 64), "gray"))
+    for _ in engine.chat(session, "Hello", SamplingParams(), 4):
+        pass
+    engine.end_session(session)
+    for _ in engine.text_to_image("a warm-up image", 1, SamplingParams()):
+        pass
+    log.info("warm-up done in %.1f s", time.perf_counter() - start)

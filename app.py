@@ -55,7 +55,7 @@ def sampling_controls(seed_label: str = "Seed (-1 = random)", seed: int = -1, wi
 
 
 @dataclass(frozen=True)
-class Handlers:
+class TabHandlers:
     """Every tab's handlers around the one shared engine."""
     chat: ChatHandlers
     images: ImageHandlers
@@ -63,7 +63,7 @@ class Handlers:
     pairs: ComparePairHandlers
 
     @classmethod
-    def around(cls, engine: Engine, server_paths: bool) -> "Handlers":
+    def around(cls, engine: Engine, server_paths: bool) -> "TabHandlers":
         info = engine.info()
         return cls(ChatHandlers(engine, info), ImageHandlers(engine, info), CompareOneHandlers(engine, info),
                    ComparePairHandlers(engine, info, server_paths))
@@ -143,7 +143,7 @@ SET_FILES_HINT = ("Drop Show-o's images together with the prompts .txt they were
 T2I, MMU = "Text to image", "Image chat"
 
 
-def compare_tab(ui: Handlers, panel: gr.HTML) -> None:
+def compare_tab(ui: TabHandlers, panel: gr.HTML) -> None:
     prompts, questions = compare_inputs()
     gr.Markdown(COMPARE_INTRO, elem_classes="om-hint")
     with gr.Tabs():
@@ -252,7 +252,7 @@ def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list
               api_visibility="private", **gpu_event(ui.compare_answers_ui, by_tokens(3)))
 
 
-def api_endpoints(ui: Handlers) -> None:
+def api_endpoints(ui: TabHandlers) -> None:
     """Endpoints for gradio_client with plain inputs (file paths, text, numbers), hidden from the page. The
     settings' defaults are the official greedy decoding; a seed of -1 draws one (it comes back in the metrics).
     A Show-o set: /compare_load keeps it in the client's session, then /compare_pair compares one pair a call."""
@@ -291,7 +291,7 @@ def api_endpoints(ui: Handlers) -> None:
 def build_demo(engine: Engine, server_paths: bool = False) -> gr.Blocks:
     """The whole app around one shared engine. Styling is passed at launch (see `serve`). `server_paths` lets the
     Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server."""
-    ui, examples = Handlers.around(engine, server_paths), load_examples()
+    ui, examples = TabHandlers.around(engine, server_paths), load_examples()
     with gr.Blocks(title="OmniMamba", delete_cache=(3600, 3600)) as demo:
         gr.HTML(header_html(ui.chat.info), elem_id="om-header")
         panel = gr.HTML(ui.chat.panel(), elem_id="om-panel", js_on_load=None)

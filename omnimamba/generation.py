@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .model import InferenceState, OmniMamba
 from .model.backbone import PositionLimitError
+from .model.kernels.autograd import refuse_grad
 from .config import EOS_ID, PAD_ID
 from .model.vision import PixelValues
 from .sampling import SamplingParams, greedy_tokens, guided_logits, sample_tokens
@@ -32,18 +33,23 @@ class StaticGraph:
     buffers and replay. Outputs live in the graph's memory: read them before the next call."""
 
     def __init__(self, fn: Callable[..., object], inputs: list[Tensor], pool: object):
+        refuse_grad("a CUDA graph", *inputs)
         self.inputs = [t.clone() for t in inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up: Triton compiles and autotunes here, outside the capture
             for _ in range(2):
-                fn(*self.inputs)
+                warm = fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(stream)
+        # a replay reruns kernels, not autograd: an output that autograd tracks would come back cut
+        refuse_grad("a CUDA graph", *(t for t in (warm if isinstance(warm, (list, tuple)) else [warm])
+                                     if isinstance(t, Tensor)))
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool):
             self.output = fn(*self.inputs)
 
     def __call__(self, *inputs: Tensor) -> object:
+        refuse_grad("a CUDA graph", *inputs)
         for static, new in zip(self.inputs, inputs):
             static.copy_(new)
         self.graph.replay()

@@ -59,9 +59,18 @@ class TaskLoRALinear(nn.Module):
     def forward(self, x: Tensor, task: str) -> Tensor:
         merged = self.merged_weight(task)
         if merged is not None:
+            self._refuse_merged_training(task)
             return F.linear(x, merged)
         lora_A, lora_B = self.lora_pair(task)
         return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x))
+
+    def _refuse_merged_training(self, task: str) -> None:
+        """A merged weight is a detached copy of W and the LoRA factors: training through it would give them
+        no gradient (and leave it stale after the optimizer step)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError(f"in_proj holds merged {task!r} LoRA weights (inference only) while autograd records "
+                               "and its weights require grad: they would get no gradient. Call "
+                               "model.unmerge_lora() before training (or run under torch.no_grad()).")
 
     @torch.no_grad()
     def merge(self, tasks: tuple[str, ...] = TASKS, release_unmerged: bool = False) -> None:

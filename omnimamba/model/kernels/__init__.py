@@ -8,6 +8,8 @@ Sequence (`sequence.py`; prefill, teacher forcing):
 Decode (`decode.py`; one token, fused so a layer costs three kernels): `norm_linear`, `ssm_step`,
 `gated_norm_linear`.
 Every dispatcher falls back per kernel, so a missing package slows one piece down and breaks nothing.
+Training: the sequence kernels are differentiable (ours with Triton backwards, `sequence_backward.py`); the
+decode kernels refuse to run where autograd records (`autograd.py`).
 `backends()` says what runs; `reference_only()` forces the twins (used to compare paths on the GPU).
 """
 from .decode import GEMV_MODES, Gemv, gated_norm_linear, norm_linear, ssm_step

@@ -10,6 +10,7 @@ How the step multiplies by its weights (16-bit weights on CUDA) is the caller's 
   "auto":   fused for one row (1.42 vs 1.85 ms/token on H100), cuBLAS from two rows on (the fused kernel
             re-reads its weight tile per row: 2.11 vs 1.94 ms at 2 rows, 5.0 vs 2.5 ms at 8)
 fp32 weights (the official numerics) always use cuBLAS. Each falls back to its twin in `ssd.py`.
+None has a backward: each refuses to run where autograd records (`autograd.refuse_grad`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ssd import gated_norm_linear_ref, norm_linear_ref, ssm_step_ref
+from .autograd import refuse_grad
 from .dispatch import tl, triton, use_triton
 from .sequence import _add_rms_norm_kernel
 
@@ -47,6 +49,7 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
     residual_in + hidden (a separate buffer: every program of the fused kernel reads the old residual);
     weight (n, k). The normed input is rounded to hidden's dtype before the product, as in the sequence path.
     """
+    refuse_grad("norm_linear (decode)", hidden, residual_in, norm_weight, weight)
     out_dtype = out_dtype or hidden.dtype
     b, k = hidden.shape
     if _fused_gemv(hidden, weight, gemv):
@@ -78,6 +81,7 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
     are read by every head, so their shift is left to `gated_norm_linear`, which runs after all heads are done.
     Returns g = (S @ C + D x) * SiLU(z), (b, d_inner) fp32, before the output norm.
     """
+    refuse_grad("ssm_step (decode)", zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D)
     if use_triton(zxbcdt):
         assert zxbcdt.stride(-1) == 1 and conv_state.stride(-1) == 1 and conv_state.stride(-2) == conv_state.shape[-1]
         assert ssm_state[0].is_contiguous() and conv_weight.is_contiguous() and conv_state.shape[-1] == 4
@@ -98,6 +102,7 @@ def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float
                       conv_state: Tensor, d_inner: int, d_state: int, gemv: Gemv = "auto") -> Tensor:
     """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; also shifts the B/C lanes of conv_state, which
     every head of `ssm_step` has read by now."""
+    refuse_grad("gated_norm_linear (decode)", g, norm_weight, weight, zxbcdt, conv_state)
     b = g.shape[0]
     common = dict(D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1])
     if _fused_gemv(g, weight, gemv):

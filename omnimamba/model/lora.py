@@ -33,6 +33,7 @@ class TaskLoRALinear(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.in_features, self.out_features, self.scaling = in_features, out_features, scaling
+        self.dropout = 0.0  # on the LoRA input during training (official: 0.05); a float, not in the state_dict
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **kw))
         for task in TASKS:  # registration order = the official state_dict order: mmu A, mmu B, t2i A, t2i B
             setattr(self, f"{task}_lora_A0", nn.Linear(in_features, rank, bias=False, **kw))
@@ -61,7 +62,8 @@ class TaskLoRALinear(nn.Module):
         if merged is not None:
             return F.linear(x, merged)
         lora_A, lora_B = self.lora_pair(task)
-        return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x))
+        x_lora = F.dropout(x, self.dropout, self.training) if self.dropout else x
+        return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x_lora))
 
     @torch.no_grad()
     def merge(self, tasks: tuple[str, ...] = TASKS, release_unmerged: bool = False) -> None:

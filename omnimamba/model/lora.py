@@ -57,7 +57,9 @@ class TaskLoRALinear(nn.Module):
             raise RuntimeError("decoding needs merged LoRA weights: call model.merge_lora() first")
         return merged
 
-    def forward(self, x: Tensor, task: str) -> Tensor:
+    def forward(self, x: Tensor, task: str | None) -> Tensor:
+        if task is None:  # plain language modelling (OmniMamba.forward_text): the base weight, no adapter
+            return F.linear(x, self.weight)
         merged = self.merged_weight(task)
         if merged is not None:
             return F.linear(x, merged)

@@ -158,6 +158,11 @@ class OmniMamba(nn.Module):
                          self.embed_image_tokens(image_ids, prefix_ids.shape[1])], dim=1)
         return self.mamba.head(self.backbone(seq, "t2i"), "t2i")
 
+    def forward_text(self, ids: Tensor) -> Tensor:
+        """Plain language model (text-only training): text logits (b, n, 50288) over `ids`, no position table
+        and no task LoRA (the Mamba-2 LM the backbone starts from); row p predicts token p + 1."""
+        return self.mamba.head(self.backbone(self.backbone.embedding(ids), None), "mmu")
+
     def decode_images(self, image_ids: Tensor) -> Tensor:
         """VQ codes (b, 256) -> images (b, 3, 256, 256), nominally in [-1, 1] (not clamped)."""
         return self.vq.decode_codes(image_ids)

@@ -99,7 +99,7 @@ def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cac
     """Local paths of every weight file: `model` is a Hub id, a folder holding OmniMamba-1.3b.pth (and
     optionally vq_ds16_t2i.pt), or the .pth itself; the rest comes from the Hub cache."""
     local = Path(model).expanduser()
-    sources: dict[str, Path] = {}
+    sources: dict[str, Path] = {}  # (a trained folder/file never gets here: load_model reads it directly)
     if local.is_file():
         sources["omnimamba"] = local
     elif local.is_dir():
@@ -179,7 +179,15 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
                dtype: torch.dtype | None = None, config: OmniMambaConfig | None = None,
                cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                converted_dir: Path | None = None) -> tuple[OmniMamba, dict]:
-    """Ready model + a report {source paths, converted file, whether it was converted now, timings}."""
+    """Ready model + a report {source paths, converted file, whether it was converted now, timings}.
+    A folder or .safetensors written by `python -m omnimamba train` loads as it is (its config is inside)."""
+    from .train.checkpoints import is_trained_checkpoint, load_trained, model_file
+
+    if is_trained_checkpoint(model):
+        t0 = time.perf_counter()
+        net = load_trained(model, device, dtype)
+        return net, {"sources": {"trained": str(model_file(model))}, "converted": None, "converted_now": False,
+                     "load_s": time.perf_counter() - t0}
     config = config or OmniMambaConfig.official()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)

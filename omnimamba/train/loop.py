@@ -109,7 +109,7 @@ def train_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, sch
                progress: Progress) -> dict[str, float]:
     """grad_accum micro-steps then one optimizer step. Returns the step's losses (mean over micro-steps and
     processes), lr, gradient norm and the tokens processed by all processes."""
-    t0 = time.perf_counter()
+    t0, lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the lr this step uses
     sums: dict[str, Tensor] = {}
     tokens = 0
     for _ in range(cfg.grad_accum):
@@ -127,7 +127,7 @@ def train_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, sch
     tokens *= accelerator.num_processes
     seconds = time.perf_counter() - t0
     return {"loss": sum(means.values()), **{f"loss_{t}": v for t, v in means.items()},
-            "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": tokens,
+            "lr": lr, "grad_norm": grad_norm, "tokens": tokens,
             "tokens_per_s": tokens / seconds, "step_s": seconds}
 
 

@@ -54,8 +54,10 @@ def open_batches(cfg: TrainConfig, model: OmniMamba, accelerator, start: int) ->
                  micro[task])
     dataset = StepDataset(sources, micro, builder, cfg.seed, accelerator.process_index, accelerator.num_processes,
                           length=cfg.steps * cfg.grad_accum)
-    return iter(make_loader(dataset, start, cfg.num_workers, pin_memory=accelerator.device.type == "cuda",
-                            prefetch_factor=4 if cfg.num_workers else None))
+    loader = make_loader(dataset, start, cfg.num_workers, pin_memory=accelerator.device.type == "cuda",
+                         prefetch_factor=4 if cfg.num_workers else None)
+    with torch.random.fork_rng(devices=[]):  # the iterator draws a worker seed; keep the training RNG stream
+        return iter(loader)                  # as the checkpoint saved it (exact resume of LoRA dropout)
 
 
 def load_tokenizer(cfg: TrainConfig):

@@ -135,6 +135,8 @@ def _optimizer_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer
     """Clip, step and zero when this micro-step closes an accumulation; returns the pre-clip gradient norm."""
     grad_norm = float("nan")
     if accelerator.sync_gradients:
+        if getattr(scheduler, "scheduler", scheduler).last_epoch == 0:  # a fresh run's first step: check grads
+            check_gradients(accelerator.unwrap_model(wrapped).model)
         grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip))
         optimizer.step()
         scheduler.step()
@@ -142,10 +144,19 @@ def _optimizer_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer
     return grad_norm
 
 
+def check_gradients(model: OmniMamba) -> None:
+    """Every trainable tensor must have received a gradient (e.g. a GPU kernel without a backward would leave
+    them None and the run would train nothing while reporting normal speed)."""
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} trainable tensors received no gradient after the first step, e.g. "
+                           f"{missing[:4]}; their route is off or a kernel on the path is not differentiable")
+
+
 def save(accelerator, model: OmniMamba, cfg: TrainConfig, names: list[str], out: Path, progress: Progress) -> None:
     """checkpoints/step_N (resumable state) and model.safetensors (the weights, loadable with --model DIR)."""
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(out / "checkpoints" / f"step_{progress.step}"), safe_serialization=False)
+    accelerator.save_state(str(out / "checkpoints" / f"step_{progress.step}"))  # safetensors
     if accelerator.is_main_process:
         checkpoints.save(accelerator.unwrap_model(model), out, cfg.to_dict(), names)
         log.info("step %d: saved %s", progress.step, out / checkpoints.FILENAME)

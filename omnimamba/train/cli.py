@@ -23,7 +23,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("jsonl", help="text-to-image records: {\"image\": path, \"caption\": text} per line")
-    p.add_argument("out", help="folder for the code shards (resumable: finished shards are kept)")
+    p.add_argument("--out", required=True, help="folder for the code shards (resumable: finished shards are kept)")
     p.add_argument("--model", default="hustvl/OmniMamba", help="whose VQ encodes the images (a trained DIR too)")
     p.add_argument("--device", default=None)
     p.add_argument("--batch-size", type=int, default=32)

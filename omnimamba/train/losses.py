@@ -44,7 +44,10 @@ def mmu_loss(model: OmniMamba, batch: MMUBatch) -> Tensor:
     logits = model.forward_mmu(batch.text_ids, image_embeds=mmu_image_embeds(model, batch))
     n = batch.text_ids.shape[1]
     start = batch.image_block - 1  # the [sot] row predicts the first text token
-    return _ce(logits[:, start:start + n], batch.labels)
+    loss = _ce(logits[:, start:start + n], batch.labels)
+    if batch.pixel_values is None:  # only text-only chats: keep the projector in the graph with a zero gradient,
+        loss = loss + 0.0 * sum(p.sum() for p in model.projector.parameters() if p.requires_grad)  # or DDP stalls
+    return loss
 
 
 def t2i_loss(model: OmniMamba, batch: T2IBatch) -> Tensor:

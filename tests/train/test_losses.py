@@ -85,6 +85,9 @@ def test_all_tasks_at_once_and_an_unlabelled_batch_gives_zero(model, builder):
     losses = task_losses(model, batches)
     assert set(losses) == {"mmu", "t2i"} and all(torch.isfinite(v) for v in losses.values())
     batches["mmu"].labels.fill_(IGNORE)
-    assert task_losses(model, {"mmu": batches["mmu"]})["mmu"].item() == 0.0
+    unlabelled = task_losses(model, {"mmu": batches["mmu"]})["mmu"]
+    assert unlabelled.item() == 0.0
+    unlabelled.backward()  # a batch of text-only chats still reaches the projector (zero gradient: DDP waits for it)
+    assert all(p.grad is not None and not p.grad.any() for p in model.projector.parameters())
     with pytest.raises(ValueError, match="unknown task"):
         task_losses(model, {"vqa": batches["mmu"]})

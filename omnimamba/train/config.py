@@ -136,17 +136,21 @@ STAGE1_MMU = ("projector", "mmu_lora", "mmu_pos_embed")
 STAGE1_T2I = ("t2i_lora", "image_table", "project_in", "caption_embed", "pos_embed")
 STAGE2 = ("projector", "mmu_lora", "t2i_lora", "mmu_pos_embed", "pos_embed", "text_embedding", "image_table",
           "project_in", "caption_embed", "blocks", "norm_f")
+# stage 1 starts from the pretrained towers + VQ and the Mamba-2 1.3B LM; stage 2 from both stage-1 runs merged
+STAGE1_INIT = ("hub-towers", "mamba2:state-spaces/mamba2-1.3b")
 LORA_FINETUNE = ("mmu_lora", "t2i_lora", "text_embedding", "image_table")  # text table = lm_head, image = img_head
 
 
 def _presets() -> dict[str, TrainConfig]:
     return {
         # paper stage 1 (align): Mamba-2 LM init; one route each; 8 GPUs x 32 MMU / x 90 T2I in the official run
-        "stage1-mmu": TrainConfig("stage1-mmu", {"mmu": 256}, STAGE1_MMU, lr=1e-3, warmup_steps=100, steps=5000),
-        "stage1-t2i": TrainConfig("stage1-t2i", {"t2i": 720}, STAGE1_T2I, lr=8e-4, warmup_steps=1000,
-                                  steps=100_000),
+        "stage1-mmu": TrainConfig("stage1-mmu", {"mmu": 256}, STAGE1_MMU, init=STAGE1_INIT, lr=1e-3,
+                                  warmup_steps=100, steps=5000),
+        "stage1-t2i": TrainConfig("stage1-t2i", {"t2i": 720}, STAGE1_T2I, init=STAGE1_INIT, lr=8e-4,
+                                  warmup_steps=1000, steps=100_000),
         # paper stage 2 (unify): both losses summed; 3 MMU + 48 T2I per GPU x 8 GPUs
-        "stage2": TrainConfig("stage2", {"mmu": 24, "t2i": 384}, STAGE2, lr=1e-4, warmup_steps=0, steps=150_000),
+        "stage2": TrainConfig("stage2", {"mmu": 24, "t2i": 384}, STAGE2, init=("runs/stage1-mmu", "runs/stage1-t2i"),
+                              lr=1e-4, warmup_steps=0, steps=150_000),
         # the released 1.3B on a small dataset
         "lora-finetune": TrainConfig("lora-finetune", {"mmu": 8, "t2i": 32}, LORA_FINETUNE, init=("hub",),
                                      lr=2e-4, warmup_steps=50, steps=2000, save_every=500),

@@ -13,6 +13,7 @@ from ..model import OmniMamba
 from ..model.init import init_random_
 from . import checkpoints
 from .config import TrainConfig
+from .init_from import load_init
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def build_model(cfg: TrainConfig) -> OmniMamba:
     """The configured model in fp32 and train mode: the training init, then the `init` sources in order."""
     model = OmniMamba(OmniMambaConfig.from_name(cfg.model))
     training_init_(model, cfg.seed)
-    checkpoints.load_init(model, cfg.init)
+    load_init(model, cfg.init)
     for layer in model.backbone.layers:
         layer.mixer.in_proj.dropout = cfg.lora_dropout
     return model.float().train()

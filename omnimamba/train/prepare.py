@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..config import OmniMambaConfig
+from ..model import OmniMamba
 from .records import DataError, T2IRecord, load_image, load_jsonl, t2i_pixels
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,13 @@ FORMAT = "omnimamba-t2i-codes/1"
 OPEN_SHARDS = 32  # shard handles (and caption lists) a reader keeps per process
 
 
-def prepare_t2i(jsonl: str | os.PathLike, out_dir: str | os.PathLike, model, batch_size: int = 32,
+def prepare_t2i(jsonl: str | os.PathLike, out_dir: str | os.PathLike, model: OmniMamba, batch_size: int = 32,
                 shard_size: int = 1024, device: str | torch.device = "cpu", num_workers: int = 0) -> Path:
     """Encode every image of a text-to-image JSONL with `model.vq` (moved to `device`) into OUT; returns OUT.
     Finished shards of an earlier run of the same data are kept; records that already carry codes skip the VQ."""
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
-    config: OmniMambaConfig = model.config
+    config = model.config
     records = load_jsonl(jsonl, "t2i", config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from PIL import Image
 from omnimamba import OmniMambaConfig
 from omnimamba.generation import ChatStep
 from omnimamba.model.omnimamba import EOS_ID, PAD_ID
+from omnimamba.model.vision import preprocess_image
 from omnimamba.sampling import SamplingParams
 from omnimamba.tokenizer import OmniTokenizer
 from omnimamba.train.batches import IGNORE, BatchBuilder
@@ -54,7 +55,8 @@ def test_labels_are_exactly_the_answers_and_their_eos(builder, tokenizer):
     assert batch.text_ids[1].tolist() == q1 + a1 + [PAD_ID] * (n - short)  # right-padded with [PAD]
     assert batch.labels[1].tolist() == [IGNORE] * len(q1) + a1 + [IGNORE] * (n - short)
     assert batch.has_image.tolist() == [True, False]
-    assert batch.pixel_values["dino"].shape == (1, 3, CFG.vision.image_size, CFG.vision.image_size)
+    engine_pixels = preprocess_image(records[0].image, CFG.vision)  # the engine's image transform
+    assert all(torch.equal(batch.pixel_values[k], engine_pixels[k][None]) for k in ("dino", "siglip"))
     assert batch.image_block == 4 + CFG.vision.num_patches  # image positions are never labelled
     assert batch.num_tokens == 2 * (batch.image_block + n)
 
@@ -64,6 +66,20 @@ def test_chat_is_cut_at_the_position_table(tokenizer):
     long_turns = (("describe " * 100, "word " * 100),)
     ids, labels = builder.chat_ids(long_turns)
     assert len(ids) == len(labels) == CFG.mmu_positions - 4 - CFG.vision.num_patches
+
+
+def test_t2i_prefixes_are_the_engines_conditional_and_unconditional_ones(tiny_engine, builder, monkeypatch):
+    fed = {}
+
+    def capture(decoder, prefix_ids, params, guidance_scale, uncond_ids, *rest):
+        fed.update(prefix=prefix_ids[0].tolist(), uncond=uncond_ids[0].tolist())
+        yield from ()
+
+    monkeypatch.setattr("omnimamba.engine.image_tokens", capture)
+    prompt = "a red square on the left of a very long caption that the tiny model must cut"
+    list(tiny_engine.text_to_image(prompt, guidance_scale=3.0))
+    assert builder.caption_prefix(prompt, dropped=False) == fed["prefix"]
+    assert builder.caption_prefix(prompt, dropped=True) == fed["uncond"]
 
 
 def test_t2i_prefix_is_the_inference_prefix_and_dropout_the_unconditional_side(builder, tokenizer):

@@ -71,13 +71,13 @@ class StepDataset(Dataset):
 
     def __init__(self, sources: Mapping[str, Sequence[Record]], micro_batch: Mapping[str, int],
                  builder: BatchBuilder, seed: int = 0, rank: int = 0, world_size: int = 1, length: int = 1):
-        unknown = [t for t in micro_batch if t not in sources or t not in TASK_CODES]
+        self.micro_batch = {t: m for t, m in micro_batch.items() if m > 0}
+        unknown = [t for t in self.micro_batch if t not in sources or t not in TASK_CODES]
         if unknown:
             raise DataError(f"micro batch names tasks without a source: {unknown} (sources: {sorted(sources)})")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.sources, self.builder, self.seed = dict(sources), builder, seed
-        self.micro_batch = {t: m for t, m in micro_batch.items() if m > 0}
         self.rank, self.world_size, self.length = rank, world_size, length
         self._perms: dict[tuple[str, int], np.ndarray] = {}
 

@@ -58,7 +58,7 @@ class TextRecord:
 
 
 Record = Union[ChatRecord, T2IRecord, TextRecord]
-KIND = {ChatRecord: "mmu", T2IRecord: "t2i", TextRecord: "text"}
+TASKS = ("mmu", "t2i", "text")
 
 
 def load_jsonl(path: str | os.PathLike, task: str, config: OmniMambaConfig | None = None) -> list[Record]:
@@ -83,6 +83,8 @@ def load_items(items: Iterable[dict], task: str, name: str = "records",
 
 def _parse_all(items: Iterable[tuple[str, Any]], task: str, base: Path, config: OmniMambaConfig | None,
                source: str) -> list[Record]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     records, errors = [], []
     for where, obj in items:
         try:
@@ -90,10 +92,10 @@ def _parse_all(items: Iterable[tuple[str, Any]], task: str, base: Path, config: 
         except DataError as exc:
             errors.append(str(exc))
             if len(errors) == MAX_ERRORS:
-                errors.append("... (stopped after this many errors)")
                 break
     if errors:
-        raise DataError(f"{len(errors)} problem(s) in the {task} data {source}:\n  " + "\n  ".join(errors))
+        more = " (the first ones; fix them and run again)" if len(errors) == MAX_ERRORS else ""
+        raise DataError(f"{len(errors)} problem(s) in the {task} data {source}{more}:\n  " + "\n  ".join(errors))
     if not records:
         raise DataError(f"the {task} data {source} holds no records")
     return records

@@ -75,6 +75,8 @@ def test_all_problems_are_reported_at_once_and_an_empty_file_is_refused(tmp_path
     with pytest.raises(DataError, match=r"2 problem\(s\)") as err:
         load_jsonl(path, "text")
     assert f"{path}:1:" in str(err.value) and f"{path}:3:" in str(err.value)
+    with pytest.raises(DataError, match=r"20 problem\(s\) .* \(the first ones"):
+        load_jsonl(write_jsonl(tmp_path / "many.jsonl", ["nope"] * 25), "text")
     with pytest.raises(DataError, match="holds no records"):
         load_jsonl(write_jsonl(tmp_path / "e.jsonl", [""]), "text")
     with pytest.raises(DataError, match="cannot read"):

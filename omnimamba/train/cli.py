@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as exc:
         sys.exit(f"error: {exc}")
 
 

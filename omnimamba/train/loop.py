@@ -92,6 +92,9 @@ def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resum
     accelerator.register_for_checkpointing(progress)
     if resume:
         _resume(accelerator, out, progress)
+    elif latest_checkpoint(out) is not None:
+        raise FileExistsError(f"{out} holds checkpoints of an earlier run: continue it with --resume, or give a "
+                              f"new --out (or delete {out / 'checkpoints'})")
     batches = open_batches(cfg, model, accelerator, progress.micro_steps)
     runlog = RunLog(out, accelerator, cfg, start_step=progress.step)
     end = min(cfg.steps, max_steps if max_steps is not None else cfg.steps)

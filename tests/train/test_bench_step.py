@@ -4,13 +4,14 @@ from __future__ import annotations
 import torch
 
 from omnimamba import OmniMamba, OmniMambaConfig
+from omnimamba.model.init import init_random_
 from omnimamba.train.bench_step import step_flops, synthetic_batches
 from omnimamba.train.losses import task_losses
 
 
 def test_synthetic_batches_train_the_model():
     cfg = OmniMambaConfig.tiny()
-    model = OmniMamba(cfg)
+    model = init_random_(OmniMamba(cfg))  # (a bare OmniMamba holds uninitialised memory)
     batches = synthetic_batches(cfg, t2i=2, mmu=2, mmu_text=6, device=torch.device("cpu"))
     assert batches["t2i"].num_tokens == 2 * (cfg.t2i_prefix_len + cfg.num_image_tokens)
     assert batches["mmu"].num_tokens == 2 * (4 + cfg.vision.num_patches + 6)

@@ -45,6 +45,12 @@ def test_resume_without_a_checkpoint_says_so(tmp_path, tokenizer_file):
         train(small(tokenizer_file), tmp_path, max_steps=1, resume=True)
 
 
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path, tokenizer_file):
+    (tmp_path / "checkpoints" / "step_2").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(small(tokenizer_file), tmp_path, max_steps=1)
+
+
 def test_saved_model_loads_back_strictly(tmp_path, tokenizer_file):
     out = train(small(tokenizer_file, save_every=100), tmp_path, max_steps=1)
     trained = checkpoints.load_trained(out, "cpu", torch.float32)

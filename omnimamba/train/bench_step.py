@@ -9,7 +9,7 @@ mixed_precision bf16), fused AdamW, gradient clipping: the whole optimizer step 
 
 FLOPs per step (stated so the MFU can be checked):
     6 x (matmul parameters a token passes through) x tokens     for everything after the frozen vision towers
-    2 x (vision tower parameters) x patches                    for the towers (frozen, forward only)
+    2 x (tower parameters that run) x patches                   for the towers (frozen, forward only)
 where a T2I token passes 48 x (in_proj + out_proj) + the image head, plus project_in (image tokens) or
 caption_embed (prefix tokens); an MMU token passes the 48 layers + the text head, plus the projector (image
 patches). The SSD scan, the convolution and the norms are not counted (a few % of the matmul FLOPs), nor is
@@ -57,6 +57,12 @@ def _matmul_params(module: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
+def _tower_params(vit: torch.nn.Module) -> int:
+    """Parameters a tower runs: the patch embedding and every block but the last (features are taken from the
+    second-to-last block and the towers stop there)."""
+    return sum(p.numel() for m in (vit.patch_embed, *vit.blocks[:-1]) for p in m.parameters())
+
+
 def step_flops(model: OmniMamba, batches: dict) -> float:
     """Model FLOPs of one training step, by the formula in the module docstring."""
     bb, cfg = model.backbone, model.config
@@ -74,8 +80,8 @@ def step_flops(model: OmniMamba, batches: dict) -> float:
         tokens = rows * (b.image_block + b.text_ids.shape[1])
         flops += 6 * ((layers + model.mamba.lm_head.weight.numel()) * tokens
                       + _matmul_params(model.projector) * rows * patches)
-        towers = sum(p.numel() for p in model.vision_backbone.parameters())
-        flops += 2 * towers * rows * patches
+        vb = model.vision_backbone
+        flops += 2 * (_tower_params(vb.dino_featurizer) + _tower_params(vb.siglip_featurizer)) * rows * patches
     return flops
 
 

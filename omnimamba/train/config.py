@@ -158,8 +158,8 @@ def _presets() -> dict[str, TrainConfig]:
                                      warmup_steps=50, steps=2000, save_every=500),
         # the tiny model on built-in synthetic data, on the CPU in well under 3 minutes
         "tiny-smoke": TrainConfig("tiny-smoke", {"mmu": 4, "t2i": 8}, STAGE2, model="tiny",
-                                  data={"mmu": "synthetic", "t2i": "synthetic"}, lr=3e-3, warmup_steps=5, steps=60,
-                                  mixed_precision="no", num_workers=0, save_every=30, cpu=True, lora_dropout=0.0),
+                                  data={"mmu": "synthetic", "t2i": "synthetic"}, lr=3e-3, warmup_steps=3, steps=30,
+                                  mixed_precision="no", num_workers=0, save_every=15, cpu=True, lora_dropout=0.0),
     }
 
 

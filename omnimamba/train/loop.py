@@ -72,7 +72,9 @@ def make_accelerator(cfg: TrainConfig, out: Path):
                        cpu=cfg.cpu, step_scheduler_with_optimizer=False,  # our schedule counts optimizer steps
                        log_with="tensorboard" if is_tensorboard_available() else None,
                        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tb")),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+                       # the projector idles in a micro-batch whose chats are all text-only; DDP must allow it
+                       kwargs_handlers=[DistributedDataParallelKwargs(
+                           find_unused_parameters="projector" in cfg.trainable)])
 
 
 def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resume: bool = False) -> Path:
@@ -150,7 +152,8 @@ def _optimizer_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer
 def check_gradients(model: OmniMamba) -> None:
     """Every trainable tensor must have received a gradient (e.g. a GPU kernel without a backward would leave
     them None and the run would train nothing while reporting normal speed)."""
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None
+               and trainable.group_of(n) != "projector"]  # (idle when a batch's chats are all text-only)
     if missing:
         raise RuntimeError(f"{len(missing)} trainable tensors received no gradient after the first step, e.g. "
                            f"{missing[:4]}; their route is off or a kernel on the path is not differentiable")

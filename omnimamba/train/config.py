@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 5000
     cpu: bool = False  # force the CPU even when a GPU is visible
+    reference_kernels: bool = False  # GPU: run the PyTorch reference twins instead of the fast kernels (slower)
 
     def __post_init__(self) -> None:
         from .trainable import GROUPS  # the group names live with the selection code

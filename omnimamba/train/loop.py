@@ -9,6 +9,7 @@ checkpoints/step_N/ (accelerate state: model, optimizer, scheduler, RNG, data po
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -44,14 +45,16 @@ class Progress:
 class TaskLosses(nn.Module):
     """The model behind one forward (what DDP and autocast wrap): batches -> {task: mean CE}."""
 
-    def __init__(self, model: OmniMamba):
+    def __init__(self, model: OmniMamba, reference_kernels: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.reference_kernels = model, reference_kernels
 
     def forward(self, batches: dict) -> dict[str, Tensor]:
+        from ..model import kernels
         from .losses import task_losses
 
-        return task_losses(self.model, batches)
+        with kernels.reference_only() if self.reference_kernels else contextlib.nullcontext():
+            return task_losses(self.model, batches)
 
 
 def warmup_cosine(cfg: TrainConfig):
@@ -89,7 +92,8 @@ def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resum
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg))
-    wrapped, optimizer, scheduler = accelerator.prepare(TaskLosses(model), optimizer, scheduler)
+    wrapped, optimizer, scheduler = accelerator.prepare(TaskLosses(model, cfg.reference_kernels), optimizer,
+                                                        scheduler)
     progress = Progress()
     accelerator.register_for_checkpointing(progress)
     if resume:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..config import OmniMambaConfig
-from ..model.omnimamba import EOS_ID, PAD_ID
+from ..config import EOS_ID, PAD_ID
 from ..model.vision import PixelValues, stack_pixel_values
 from ..tokenizer import OmniTokenizer
 from .records import ChatRecord, DataError, T2IRecord, TextRecord, mmu_pixels

@@ -25,7 +25,7 @@ import torch
 
 from ..config import OmniMambaConfig
 from ..model import OmniMamba
-from ..model.omnimamba import EOT_ID, MMU_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
+from ..config import EOT_ID, MMU_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
 from . import trainable
 from .batches import IGNORE, MMUBatch, T2IBatch
 from .config import preset

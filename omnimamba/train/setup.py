@@ -62,10 +62,9 @@ def open_batches(cfg: TrainConfig, model: OmniMamba, accelerator, start: int) ->
 
 
 def load_tokenizer(cfg: TrainConfig):
-    from ..hub import tokenizer_file
     from ..tokenizer import OmniTokenizer
 
-    return OmniTokenizer.from_file(tokenizer_file(cfg.tokenizer))
+    return OmniTokenizer.from_file(cfg.tokenizer)  # None: the tokenizer.json shipped in the package
 
 
 def load_model_for_prepare(model: str, device: str | None = None) -> OmniMamba:

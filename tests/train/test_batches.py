@@ -7,7 +7,7 @@ from PIL import Image
 
 from omnimamba import OmniMambaConfig
 from omnimamba.generation import ChatStep
-from omnimamba.model.omnimamba import EOS_ID, PAD_ID
+from omnimamba.config import EOS_ID, PAD_ID
 from omnimamba.model.vision import preprocess_image
 from omnimamba.sampling import SamplingParams
 from omnimamba.tokenizer import OmniTokenizer

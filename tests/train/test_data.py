@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omnimamba import OmniMambaConfig
-from omnimamba.model.omnimamba import PAD_ID
+from omnimamba.config import PAD_ID
 from omnimamba.train.batches import BatchBuilder
 from omnimamba.train.data import StepDataset, make_loader, open_sources
 from omnimamba.train.records import DataError

@@ -181,12 +181,17 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
                converted_dir: Path | None = None) -> tuple[OmniMamba, dict]:
     """Ready model + a report {source paths, converted file, whether it was converted now, timings}.
     A folder or .safetensors written by `python -m omnimamba train` loads as it is (its config is inside)."""
-    from .train.checkpoints import is_trained_checkpoint, load_trained, model_file
-
-    if is_trained_checkpoint(model):
+    trained = checkpoint.trained_model_file(model)
+    if trained is not None:
         t0 = time.perf_counter()
-        net = load_trained(model, device, dtype)
-        return net, {"sources": {"trained": str(model_file(model))}, "converted": None, "converted_now": False,
+        from safetensors import safe_open
+
+        with safe_open(str(trained), framework="pt") as f:
+            trained_config = checkpoint.config_from_json(f.metadata()[checkpoint.TRAINED_CONFIG_KEY])
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = _load_converted(trained, trained_config, device, dtype or (
+            torch.bfloat16 if device.type == "cuda" else torch.float32))
+        return net, {"sources": {"trained": str(trained)}, "converted": None, "converted_now": False,
                      "load_s": time.perf_counter() - t0}
     config = config or OmniMambaConfig.official()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

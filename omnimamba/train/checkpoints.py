@@ -10,7 +10,6 @@ Reading is safetensors only (no pickle) and strict: every key of the model, noth
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -21,25 +20,15 @@ import torch
 from torch import Tensor
 
 from .. import checkpoint
-from ..config import OmniMambaConfig, VisionConfig, VQConfig
 from ..model import OmniMamba
 
 log = logging.getLogger(__name__)
 
 FILENAME = "model.safetensors"
-CONFIG_KEY = "omnimamba_config"
+CONFIG_KEY = checkpoint.TRAINED_CONFIG_KEY
 
 
-def config_to_json(config: OmniMambaConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)
-
-
-def config_from_json(text: str) -> OmniMambaConfig:
-    """Inverse of config_to_json (JSON lists back to the dataclasses' tuples)."""
-    data = json.loads(text)
-    vision = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vision").items()}
-    vq = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vq").items()}
-    return OmniMambaConfig(**data, vision=VisionConfig(**vision), vq=VQConfig(**vq))
+config_to_json, config_from_json = checkpoint.config_to_json, checkpoint.config_from_json
 
 
 def model_file(path: str | os.PathLike) -> Path:

@@ -1,5 +1,5 @@
-"""`train` and `prepare` commands (wired into `python -m omnimamba`; also runnable as
-`python -m omnimamba.train.cli train ...`, which is what `accelerate launch -m` needs before the wiring)."""
+"""`train` and `prepare` commands: `python -m omnimamba train|prepare ...` (omnimamba/cli.py adds them), or
+`python -m omnimamba.train.cli train|prepare ...` (the same parser alone)."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    _guard(_train, args)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    _guard(_prepare, args)
+
+
+def _guard(fn, args: argparse.Namespace) -> None:
+    """A mistake in the config or the data ends the command with its message, not a traceback."""
+    from .records import DataError
+
+    try:
+        fn(args)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+def _train(args: argparse.Namespace) -> None:
     from .loop import train
 
     cfg = config_from_args(args)
@@ -52,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"done: {out}/model.safetensors, log in {out}/log.jsonl")
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
+def _prepare(args: argparse.Namespace) -> None:
     from .prepare import prepare_t2i
     from .setup import load_model_for_prepare
 
@@ -77,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from .records import DataError
-
-    try:
-        args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as exc:
-        sys.exit(f"error: {exc}")
+    args.func(args)
 
 
 if __name__ == "__main__":

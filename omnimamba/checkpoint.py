@@ -178,3 +178,38 @@ def materialize(module: nn.Module, device: torch.device | str = "cpu") -> None:
                     registry[name] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(
                         t, nn.Parameter) else new
     _retie(module)
+
+
+# ----- trained checkpoints (written by omnimamba.train): one model.safetensors with the config in its metadata
+TRAINED_CONFIG_KEY = "omnimamba_config"
+
+
+def config_to_json(config) -> str:
+    import dataclasses
+    import json
+
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def config_from_json(text: str):
+    """Inverse of config_to_json (JSON lists back to the dataclasses' tuples)."""
+    import json
+
+    from .config import OmniMambaConfig, VisionConfig, VQConfig
+
+    data = json.loads(text)
+    vision = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vision").items()}
+    vq = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vq").items()}
+    return OmniMambaConfig(**data, vision=VisionConfig(**vision), vq=VQConfig(**vq))
+
+
+def trained_model_file(path: str | os.PathLike) -> Path | None:
+    """DIR/model.safetensors or the file itself, when it carries a model config (a trained checkpoint)."""
+    from safetensors import safe_open
+
+    path = Path(path).expanduser()
+    file = path / "model.safetensors" if path.is_dir() else path
+    if file.suffix != ".safetensors" or not file.is_file():
+        return None
+    with safe_open(str(file), framework="pt") as f:
+        return file if TRAINED_CONFIG_KEY in (f.metadata() or {}) else None

@@ -1,4 +1,4 @@
-"""python -m omnimamba download | chat | generate | compare | bench"""
+"""python -m omnimamba download | chat | generate | compare | bench | train | prepare"""
 from __future__ import annotations
 
 import argparse
@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip stock mamba-ssm")
     p.add_argument("--out", default="outputs/bench")
     p.set_defaults(func=cmd_bench)
+    from .train import cli as train_cli
+
+    p = sub.add_parser("train", help="train or fine-tune: the paper's recipe as presets (docs/training.md)")
+    train_cli.add_train_arguments(p)
+    p.set_defaults(func=train_cli.cmd_train)
+    p = sub.add_parser("prepare", help="pre-tokenize text-to-image images with the VQ into shards, once")
+    train_cli.add_prepare_arguments(p)
+    p.set_defaults(func=train_cli.cmd_prepare)
     return parser
 
 

@@ -99,7 +99,7 @@ def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cac
     """Local paths of every weight file: `model` is a Hub id, a folder holding OmniMamba-1.3b.pth (and
     optionally vq_ds16_t2i.pt), or the .pth itself; the rest comes from the Hub cache."""
     local = Path(model).expanduser()
-    sources: dict[str, Path] = {}
+    sources: dict[str, Path] = {}  # (a trained folder/file never gets here: load_model reads it directly)
     if local.is_file():
         sources["omnimamba"] = local
     elif local.is_dir():
@@ -179,7 +179,20 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
                dtype: torch.dtype | None = None, config: OmniMambaConfig | None = None,
                cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                converted_dir: Path | None = None) -> tuple[OmniMamba, dict]:
-    """Ready model + a report {source paths, converted file, whether it was converted now, timings}."""
+    """Ready model + a report {source paths, converted file, whether it was converted now, timings}.
+    A folder or .safetensors written by `python -m omnimamba train` loads as it is (its config is inside)."""
+    trained = checkpoint.trained_model_file(model)
+    if trained is not None:
+        t0 = time.perf_counter()
+        from safetensors import safe_open
+
+        with safe_open(str(trained), framework="pt") as f:
+            trained_config = checkpoint.config_from_json(f.metadata()[checkpoint.TRAINED_CONFIG_KEY])
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = _load_converted(trained, trained_config, device, dtype or (
+            torch.bfloat16 if device.type == "cuda" else torch.float32))
+        return net, {"sources": {"trained": str(trained)}, "converted": None, "converted_now": False,
+                     "load_s": time.perf_counter() - t0}
     config = config or OmniMambaConfig.official()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)

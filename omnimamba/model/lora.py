@@ -33,6 +33,7 @@ class TaskLoRALinear(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.in_features, self.out_features, self.scaling = in_features, out_features, scaling
+        self.dropout = 0.0  # on the LoRA input during training (official: 0.05); a float, not in the state_dict
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **kw))
         for task in TASKS:  # registration order = the official state_dict order: mmu A, mmu B, t2i A, t2i B
             setattr(self, f"{task}_lora_A0", nn.Linear(in_features, rank, bias=False, **kw))
@@ -56,13 +57,16 @@ class TaskLoRALinear(nn.Module):
             raise RuntimeError("decoding needs merged LoRA weights: call model.merge_lora() first")
         return merged
 
-    def forward(self, x: Tensor, task: str) -> Tensor:
+    def forward(self, x: Tensor, task: str | None) -> Tensor:
+        if task is None:  # plain language modelling (OmniMamba.forward_text): the base weight, no adapter
+            return F.linear(x, self.weight)
         merged = self.merged_weight(task)
         if merged is not None:
             self._refuse_merged_training(task)
             return F.linear(x, merged)
         lora_A, lora_B = self.lora_pair(task)
-        return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x))
+        x_lora = F.dropout(x, self.dropout, self.training) if self.dropout else x
+        return F.linear(x, self.weight) + self.scaling * lora_B(lora_A(x_lora))
 
     def _refuse_merged_training(self, task: str) -> None:
         """A merged weight is a detached copy of W and the LoRA factors: training through it would give them

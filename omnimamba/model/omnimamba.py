@@ -86,12 +86,17 @@ class OmniMamba(nn.Module):
 
     # ----- weights -----
     def load_official_state_dict(self, source: "str | os.PathLike | checkpoint.StateDict") -> checkpoint.LoadReport:
-        """Load the official layout (e.g. OmniMamba-1.3b.pth: fp16 values, cast to this model's dtype).
+        """Load the official layout (e.g. OmniMamba-1.3b.pth: fp16 values, cast to this model's dtype), or a
+        trained folder / model.safetensors written by omnimamba.train (same keys, tied heads left out).
 
         Strict: anything missing or unexpected raises CheckpointError naming the keys. The vision towers and
         the VQ may be absent as whole groups (they have their own checkpoints and loaders).
         """
-        sd = checkpoint.read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
+        if isinstance(source, (str, os.PathLike)):
+            folder_file = os.path.join(source, "model.safetensors")
+            sd = checkpoint.read_state_dict(folder_file if os.path.isdir(source) else source)
+        else:
+            sd = source
         report = checkpoint.load_into(self, sd, checkpoint.EXTERNAL_GROUPS)
         self.unmerge_lora()  # merged weights derive from the old values
         return report
@@ -152,6 +157,11 @@ class OmniMamba(nn.Module):
         seq = torch.cat([self.embed_t2i_prefix(prefix_ids),
                          self.embed_image_tokens(image_ids, prefix_ids.shape[1])], dim=1)
         return self.mamba.head(self.backbone(seq, "t2i"), "t2i")
+
+    def forward_text(self, ids: Tensor) -> Tensor:
+        """Plain language model (text-only training): text logits (b, n, 50288) over `ids`, no position table
+        and no task LoRA (the Mamba-2 LM the backbone starts from); row p predicts token p + 1."""
+        return self.mamba.head(self.backbone(self.backbone.embedding(ids), None), "mmu")
 
     def decode_images(self, image_ids: Tensor) -> Tensor:
         """VQ codes (b, 256) -> images (b, 3, 256, 256), nominally in [-1, 1] (not clamped)."""

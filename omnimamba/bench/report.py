@@ -37,9 +37,9 @@ def header(t: dict | None, lc: dict | None) -> str:
     if src is None:
         return "No tasks.json or long_context.json: nothing was measured.\n"
     v = src.get("versions", {})
-    lines = [f"GPU: {src['gpu']}" + (f" ({t['gpu_memory_gib']:.0f} GiB, {t['multiprocessors']} SMs)" if t else ""),
+    lines = [f"GPU: {src['gpu']}" + (f" ({t['gpu_memory_gib']:.0f} GiB, {t['multiprocessors']} SMs)" if t and t.get("gpu_memory_gib") else ""),
              "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val)]
-    if t:
+    if t and t.get("copy_gbs"):
         lines.append(f"device copy bandwidth (read + write, same run): {t['copy_gbs']:.0f} GB/s; a batch-1 step "
                      f"reads {t['step_gb']['t2i']:.2f} GB (image) / {t['step_gb']['mmu']:.2f} GB (chat): floor "
                      f"{t['floor_ms']['t2i']:.3f} / {t['floor_ms']['mmu']:.3f} ms; dtype {t['dtype']}")

@@ -43,9 +43,9 @@ def stock_model_from(model):
 class StockGenerate:
     """`generate(batch, prompt_len, n)` on fixed random prompts, one kept CUDA-graph cache per shape."""
 
-    def __init__(self, stock, vocab: int = 50000, rows: int = 8, longest_prompt: int = 760):
+    def __init__(self, stock, device: torch.device, vocab: int = 50000, rows: int = 8, longest_prompt: int = 760):
         self.stock = stock
-        self.prompt = torch.randint(0, vocab, (rows, longest_prompt), device=next(stock.parameters()).device)
+        self.prompt = torch.randint(0, vocab, (rows, longest_prompt), device=device)
         self.caches: dict[tuple[int, int], object] = {}
 
     @torch.no_grad()
@@ -58,20 +58,24 @@ class StockGenerate:
         return out
 
 
-def stock_tasks(stock, shapes: dict[str, tuple[int, int, int]], repeat: int = 5) -> dict:
+def stock_tasks(stock, shapes: dict[str, tuple[int, int, int]], repeat: int = 5,
+                device: torch.device = torch.device("cuda")) -> dict:
     """Every shape (model rows, prompt length, new tokens) timed by `generation_timing`, like ours; an error
     entry (not an exception) where the baseline breaks, so our own numbers still count."""
-    gen = StockGenerate(stock)
+    gen = StockGenerate(stock, device, longest_prompt=max(p for _, p, _ in shapes.values()))
     out: dict = {"generation": {}}
     try:
         for name, (rows, prompt_len, new_tokens) in shapes.items():
-            out["generation"][name] = generation_timing(lambda n: gen(rows, prompt_len, n), new_tokens, repeat)
+            out["generation"][name] = generation_timing(lambda n: gen(rows, prompt_len, n), new_tokens, repeat,
+                                                          device)
         out["graph_caches_kept"] = len(gen.caches)
 
         def recapture() -> None:  # the old benchmark's method: capture inside every timed call
             stock._decoding_cache = None
-            stock.generate(gen.prompt[:1, :72].contiguous(), max_length=72 + 256, cg=True, top_k=1)
-        out["one_image_recapturing_graphs_s"] = median_time(recapture, repeat=3)
+            rows, prompt_len, new_tokens = next(iter(shapes.values()))
+            stock.generate(gen.prompt[:rows, :prompt_len].contiguous(), max_length=prompt_len + new_tokens, cg=True,
+                           top_k=1)
+        out["one_image_recapturing_graphs_s"] = median_time(recapture, min(repeat, 3), device=device)
     except Exception as exc:
         log.exception("stock mamba_ssm baseline failed")
         out["error"] = f"{type(exc).__name__}: {exc}"

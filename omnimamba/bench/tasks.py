@@ -95,47 +95,50 @@ class OurTasks:
         self.chat_from_embeds(n, self.model.embed_mmu(self.text, self.runner.image_features(self.pixels)))
 
 
-def task(fn: Callable[[], object], tokens: int, repeat: int = 5) -> dict:
+def task(fn: Callable[[], object], tokens: int, repeat: int, device: torch.device) -> dict:
     """A whole user-visible task: one untimed call, median of `repeat`, tokens/s, peak VRAM."""
     fn()
-    reset_peak(torch.device("cuda"))
-    seconds = median_time(fn, repeat=repeat, warmup=0)
-    return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": peak_gib(torch.device("cuda"))}
+    reset_peak(device)
+    seconds = median_time(fn, repeat=repeat, warmup=0, device=device)
+    return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": peak_gib(device)}
 
 
-def replay_ms_per_step(runner: ModelRunner, key: GraphKey, steps: int = 128) -> float:
+def replay_ms_per_step(runner: ModelRunner, key: GraphKey, steps: int = 128, repeat: int = 5) -> float:
     """The captured step graph alone, replayed back to back (no loop, no host reads): the step's own cost."""
     graph = runner.graph_for(key)
-    position = 100 if key.task == "t2i" else 800  # any valid row of the position table
+    cfg = runner.model.config  # start at a valid row of the position table with room for every step
+    position = cfg.t2i_prefix_len if key.task == "t2i" else min(800, cfg.mmu_positions - steps - 1)
 
     def run() -> None:
         graph.position.fill_(position)
         for _ in range(steps):
             graph.step(None)
-    return 1000 * median_time(run) / steps
+    return 1000 * median_time(run, repeat, device=runner.model.device) / steps
 
 
 @torch.no_grad()
-def ours(model, runner: ModelRunner) -> dict:
-    t = OurTasks(model, runner)
-    res: dict = {"shapes": {name: t.shape(name) for name in SHAPES}}
-    res["generation"] = {name: generation_timing(t.generator(name), t.shape(name)[2]) for name in SHAPES}
+def ours(model, runner: ModelRunner, repeat: int = 5, chat_new: int = CHAT_NEW, replay_steps: int = 128) -> dict:
+    """Our side: the four shapes' generation, the step graph alone, VQ decode, vision, the whole tasks."""
+    dev, t = model.device, OurTasks(model, runner)
+    ms = lambda fn, r=repeat: 1000 * median_time(fn, r, device=dev)  # noqa: E731
+    res: dict = {"shapes": {name: t.shape(name, chat_new) for name in SHAPES}}
+    res["generation"] = {name: generation_timing(t.generator(name), res["shapes"][name][2], repeat, dev)
+                         for name in SHAPES}
     res["chat_stopped_early"] = t.chat_stopped_early
-    res["replay_ms"] = {name: replay_ms_per_step(runner, SHAPES[name][0]) for name in SHAPES}
-    res["replay_ms"]["image, batch 1, sampling"] = replay_ms_per_step(runner, GraphKey("t2i", 1, True, False))
-    tokens = torch.randint(0, model.config.image_vocab_size, (4, model.config.num_image_tokens), device="cuda")
-    res["vq_decode_ms"] = {str(b): 1000 * median_time(lambda: model.decode_images(tokens[:b])) for b in (1, 4)}
-    res["vision_ms"] = 1000 * median_time(lambda: runner.image_features(t.pixels))
-    res["vision_eager_ms"] = 1000 * median_time(lambda: model.image_features(t.pixels))
+    keys = {name: key for name, (key, _) in SHAPES.items()} | {"image, batch 1, sampling": GraphKey("t2i", 1, True, False)}
+    res["replay_ms"] = {name: replay_ms_per_step(runner, key, replay_steps, repeat) for name, key in keys.items()}
+    tokens = torch.randint(0, model.config.image_vocab_size, (4, model.config.num_image_tokens), device=dev)
+    res["vq_decode_ms"] = {str(b): ms(lambda: model.decode_images(tokens[:b])) for b in (1, 4)}
+    res["vision_ms"] = ms(lambda: runner.image_features(t.pixels))
+    res["vision_eager_ms"] = ms(lambda: model.image_features(t.pixels))
     n_img = model.config.num_image_tokens
-    res["tasks"] = {"one image": task(lambda: t.images_with_vq(1, 1.0), n_img),
-                    "four images, guidance": task(lambda: t.images_with_vq(4, 3.0), 4 * n_img),
-                    "chat answer": task(lambda: t.chat_with_vision(CHAT_NEW), CHAT_NEW)}
-    res["chat_ttft_ms"] = 1000 * median_time(lambda: t.chat_with_vision(1))
-    res["prefill_eager_ms"] = 1000 * median_time(lambda: model.backbone(t.embeds, "mmu", model.new_state(1)))
+    res["tasks"] = {"one image": task(lambda: t.images_with_vq(1, 1.0), n_img, repeat, dev),
+                    "four images, guidance": task(lambda: t.images_with_vq(4, 3.0), 4 * n_img, repeat, dev),
+                    "chat answer": task(lambda: t.chat_with_vision(chat_new), chat_new, repeat, dev)}
+    res["chat_ttft_ms"] = ms(lambda: t.chat_with_vision(1))
+    res["prefill_eager_ms"] = ms(lambda: model.backbone(t.embeds, "mmu", model.new_state(1)))
     with kernels.reference_only():
-        res["prefill_reference_ms"] = 1000 * median_time(
-            lambda: model.backbone(t.embeds, "mmu", model.new_state(1)), repeat=3)
+        res["prefill_reference_ms"] = ms(lambda: model.backbone(t.embeds, "mmu", model.new_state(1)), min(repeat, 3))
     return res
 
 
@@ -179,33 +182,39 @@ def decode_variants(model) -> dict:
     return out
 
 
-def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """Measure everything, writing DIR/tasks.json after each side (a run cut short keeps what it has)."""
-    if not torch.cuda.is_available():
+def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat16,
+        config: OmniMambaConfig | None = None, device: str = "cuda", repeat: int = 5, chat_new: int = CHAT_NEW,
+        stock_factory: Callable = stock_baseline.stock_model_from) -> dict:
+    """Measure everything, writing DIR/tasks.json after each side (a run cut short keeps what it has).
+    config/device/repeat/chat_new/stock_factory exist for the CPU test of these code paths."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("the benchmark needs a CUDA GPU")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tasks.json"
-    cfg = OmniMambaConfig.official()
-    result = {**environment(), "dtype": str(dtype), "backends": kernels.backends("cuda"), "repeat": 5}
-    model = random_model(cfg, "cuda", dtype).merge_lora(release_unmerged=True)  # as the engine serves it
+    cfg = config or OmniMambaConfig.official()
+    result = {**environment(dev), "dtype": str(dtype), "backends": kernels.backends(dev.type), "repeat": repeat}
+    model = random_model(cfg, dev, dtype).merge_lora(release_unmerged=True)  # as the engine serves it
     runner = ModelRunner(model)
-    result["ours"] = ours(model, runner)
-    result["floor_ms"] = {t: step_bytes(model, t) / (result["copy_gbs"] * 1e9) * 1000 for t in ("t2i", "mmu")}
+    result["ours"] = ours(model, runner, repeat, chat_new, replay_steps=128 if dev.type == "cuda" else 4)
     result["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+    result["floor_ms"] = {t: gb / result["copy_gbs"] * 1000 if result["copy_gbs"] else None
+                          for t, gb in result["step_gb"].items()}
     path.write_text(json.dumps(result, indent=1))
-    result["decode_variants"] = decode_variants(model)
-    path.write_text(json.dumps(result, indent=1))
+    if dev.type == "cuda":
+        result["decode_variants"] = decode_variants(model)
+        path.write_text(json.dumps(result, indent=1))
     if baseline:
         shapes = {name: tuple(result["ours"]["shapes"][name]) for name in SHAPES}
         try:
-            stock = stock_baseline.stock_model_from(model)
+            stock = stock_factory(model)
         except Exception as exc:  # no mamba_ssm here: our own numbers still count
             result["stock_mamba_ssm"] = {"error": f"mamba_ssm unavailable: {type(exc).__name__}: {exc}"}
         else:
             del runner, model  # stock's peak memory is its own: ours leaves the GPU first
             gc.collect()
             torch.cuda.empty_cache()
-            result["stock_mamba_ssm"] = stock_baseline.stock_tasks(stock, shapes)
+            result["stock_mamba_ssm"] = stock_baseline.stock_tasks(stock, shapes, repeat, dev)
         path.write_text(json.dumps(result, indent=1))
     return result
 

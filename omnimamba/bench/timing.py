@@ -97,9 +97,12 @@ def versions() -> dict:
     return out
 
 
-def environment() -> dict:
+def environment(device: torch.device = torch.device("cuda")) -> dict:
     """The GPU, its memory, the versions and the device copy bandwidth, measured now (bytes read + written)."""
-    props = torch.cuda.get_device_properties(0)
+    if device.type != "cuda":
+        return {"gpu": "CPU", "gpu_memory_gib": None, "multiprocessors": None, "versions": versions(),
+                "copy_gbs": None}
+    props = torch.cuda.get_device_properties(device)
     return {"gpu": props.name, "gpu_memory_gib": props.total_memory / 2**30,
             "multiprocessors": props.multi_processor_count, "versions": versions(),
             "copy_gbs": copy_bandwidth_gbs()}

@@ -36,7 +36,8 @@ from ..config import OmniMambaConfig
 from ..generation import GraphKey, ModelRunner, StaticGraph, power_of_two_pieces
 from ..model import OmniMamba
 from ..model.init import random_model
-from .timing import copy_bandwidth_gbs, generation_timing, median_time, peak_gib, reset_peak, step_bytes, timed, versions
+from .timing import (copy_bandwidth_gbs, generation_timing, median_time, peak_gib, reset_peak, step_bytes, timed,
+                     versions)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dty
             if deadline is not None and time.monotonic() > deadline:
                 case.status = "skipped: time budget"
             elif mode == "static+compile" and compile_lengths is not None and length not in compile_lengths:
-                case.status = "skipped: one compile per cache length; measured at " + ", ".join(map(str, compile_lengths))
+                case.status = ("skipped: one compile per cache length; measured at "
+                               + ", ".join(map(str, compile_lengths)))
             elif mode == "no cache" and slow:
                 case.status = f"skipped: over {NO_CACHE_BUDGET_S:.0f} s per run at a shorter length"
             else:

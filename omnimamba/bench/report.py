@@ -11,12 +11,16 @@ from pathlib import Path
 
 from .long_context import Case, markdown_table
 
-SHAPE_LABELS = {  # tasks.SHAPES names -> what the row is
-    "image, batch 1": "image, batch 1 (72-token prompt, 256 tokens)",
-    "image + guidance, batch 2": "image + guidance, batch 2 (2 rows, 256 tokens)",
-    "4 images + guidance, batch 8": "4 images + guidance, batch 8 (8 rows, 256 tokens)",
-    "chat, batch 1": "chat, batch 1 (760-token prompt, 128 tokens)",
-}
+
+
+def detail(t: dict, name: str) -> str:
+    """What a shape is, from what was measured: "1 row, 72-token prompt, 256 tokens"."""
+    rows, prompt, new = t["ours"]["shapes"][name]
+    return f"{rows} row{'s' if rows > 1 else ''}, {prompt}-token prompt, {new} tokens"
+
+
+def label(t: dict, name: str) -> str:
+    return f"{name} ({detail(t, name)})"
 
 
 def load(folder: Path, name: str) -> dict | None:
@@ -37,7 +41,8 @@ def header(t: dict | None, lc: dict | None) -> str:
     if src is None:
         return "No tasks.json or long_context.json: nothing was measured.\n"
     v = src.get("versions", {})
-    lines = [f"GPU: {src['gpu']}" + (f" ({t['gpu_memory_gib']:.0f} GiB, {t['multiprocessors']} SMs)" if t and t.get("gpu_memory_gib") else ""),
+    gpu = f" ({t['gpu_memory_gib']:.0f} GiB, {t['multiprocessors']} SMs)" if t and t.get("gpu_memory_gib") else ""
+    lines = [f"GPU: {src['gpu']}{gpu}",
              "versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val)]
     if t and t.get("copy_gbs"):
         lines.append(f"device copy bandwidth (read + write, same run): {t['copy_gbs']:.0f} GB/s; a batch-1 step "
@@ -47,44 +52,64 @@ def header(t: dict | None, lc: dict | None) -> str:
 
 
 def tasks_tables(t: dict) -> str:
+    return "\n".join([generation_tables(t), step_table(t), our_tasks_table(t["ours"]),
+                      variants_table(t.get("decode_variants"))])
+
+
+def generation_tables(t: dict) -> str:
+    """Ours beside stock on the same shapes: decode ms/step, then T(1) and T(N)."""
     o, s = t["ours"], t.get("stock_mamba_ssm", {})
     sg = s.get("generation", {})
-    out = ["### Same work on both sides: token generation (`generation_timing`: warm-up per shape, median of "
-           f"{t.get('repeat', 5)})", "",
-           "| shape | ours: prefill + 1st token, s | stock | ours: all tokens, s | stock | speed-up | "
-           "ours: decode ms/step | stock | speed-up |", "|" + " --- |" * 9]
+    out = [f"### Token generation, the same work on both sides (warm-up per shape, median of {t.get('repeat', 5)})",
+           "", "| decode, ms per step | ours | stock mamba_ssm | speed-up |", "| --- | --- | --- | --- |"]
+    for name, mine in o["generation"].items():
+        theirs = sg.get(name, {}).get("decode_ms")
+        out.append(f"| {label(t, name)} | **{num(mine['decode_ms'])}** | {num(theirs)} "
+                   f"| {ratio(theirs, mine['decode_ms'])} |")
+    out += ["", "| seconds | ours: prefill + first token | stock | speed-up | ours: all tokens | stock | speed-up |",
+            "|" + " --- |" * 7]
     for name, mine in o["generation"].items():
         th = sg.get(name, {})
-        out.append(f"| {SHAPE_LABELS.get(name, name)} | {num(mine['first_token_s'], 4)} | {num(th.get('first_token_s'), 4)} "
-                   f"| {num(mine['s'])} | {num(th.get('s'))} | {ratio(th.get('s'), mine['s'])} "
-                   f"| {num(mine['decode_ms'])} | {num(th.get('decode_ms'))} | {ratio(th.get('decode_ms'), mine['decode_ms'])} |")
+        out.append(f"| {label(t, name)} | {num(mine['first_token_s'], 4)} "
+                   f"| {num(th.get('first_token_s'), 4)} | {ratio(th.get('first_token_s'), mine['first_token_s'])} "
+                   f"| **{num(mine['s'])}** | {num(th.get('s'))} | {ratio(th.get('s'), mine['s'])} |")
     if "error" in s or not s:
         out.append(f"\nstock mamba_ssm: {s.get('error', 'not run')}")
     elif "one_image_recapturing_graphs_s" in s:
         out.append(f"\nStock's image, batch 1 when every call re-captures its CUDA graphs (the old benchmark's "
                    f"method, not used above): {s['one_image_recapturing_graphs_s']:.3f} s.")
+    peaks = ", ".join(f"{k} {v['peak_gib']:.2f}" for k, v in sg.items() if v.get("peak_gib") is not None)
+    if peaks:
+        out.append(f"\nStock's peak GiB (its own model only): {peaks}.")
     if o.get("chat_stopped_early"):
-        out.append("\nWARNING: ours' chat stopped at an end-of-text token before 128 tokens: its chat row is short.")
-    out += ["", "### The decode step alone (ours: the step's CUDA graph replayed back to back)", "",
-            "| | ms/step | share of the bandwidth floor |", "| --- | --- | --- |"]
-    for name, ms in o["replay_ms"].items():
+        out.append("\nWARNING: ours' chat stopped at an end-of-text token before its last token: that row is short.")
+    return "\n".join(out) + "\n"
+
+
+def step_table(t: dict) -> str:
+    out = ["### The decode step alone (ours: its CUDA graph replayed back to back, no loop)", "",
+           "| | ms/step | share of the bandwidth floor |", "| --- | --- | --- |"]
+    for name, ms in t["ours"]["replay_ms"].items():
         floor = t["floor_ms"]["mmu" if "chat" in name else "t2i"] if "batch 1" in name else None
         out.append(f"| {name} | {num(ms)} | {f'{floor / ms:.0%}' if floor else ''} |")
-    out += ["", "### What a user waits for, ours only (stock has no VQ decoder or vision towers)", "",
-            "| task | s | tokens/s | peak GiB |", "| --- | --- | --- | --- |"]
+    return "\n".join(out) + "\n"
+
+
+def our_tasks_table(o: dict) -> str:
     labels = {"one image": "one image: prefill + 256 tokens + VQ decode",
               "four images, guidance": "four images with guidance (scale 3) + VQ decode",
               "chat answer": "128-token image-chat answer: vision + 760-token prefill + decode"}
+    out = ["### What a user waits for, ours only (stock has no VQ decoder or vision towers)", "",
+           "| task | s | tokens/s | peak GiB |", "| --- | --- | --- | --- |"]
     for name, r in o["tasks"].items():
         out.append(f"| {labels.get(name, name)} | {num(r['s'])} | {r['tokens_per_s']:.0f} | {num(r['peak_gib'], 2)} |")
-    stock_peaks = ", ".join(f"{k} {v['peak_gib']:.2f}" for k, v in sg.items() if v.get("peak_gib") is not None)
-    out += ["", f"Parts: VQ decode {num(o['vq_decode_ms']['1'], 1)} ms (1 image) / {num(o['vq_decode_ms']['4'], 1)} ms "
-            f"(4); vision towers + projector {num(o['vision_ms'], 1)} ms (graph replay; eager {num(o['vision_eager_ms'], 1)}); "
-            f"image-chat time to first token {num(o['chat_ttft_ms'], 1)} ms; prefill of the 760-token prompt + first "
-            f"token {1000 * o['generation']['chat, batch 1']['first_token_s']:.1f} ms (eager "
-            f"{num(o['prefill_eager_ms'], 1)}, pure PyTorch {num(o['prefill_reference_ms'], 1)}). "
-            f"Stock's peak GiB (its own model only): {stock_peaks or '—'}."]
-    return "\n".join(out) + "\n" + variants_table(t.get("decode_variants"))
+    prefill_ms = 1000 * o["generation"]["chat, batch 1"]["first_token_s"]
+    out += ["", f"Parts: VQ decode {num(o['vq_decode_ms']['1'], 1)} ms (1 image) / {num(o['vq_decode_ms']['4'], 1)} "
+            f"ms (4 images); vision towers + projector {num(o['vision_ms'], 1)} ms as a graph replay (eager "
+            f"{num(o['vision_eager_ms'], 1)}); image-chat time to first token {num(o['chat_ttft_ms'], 1)} ms; "
+            f"prefill of the 760-token prompt + first token {prefill_ms:.1f} ms (without graphs "
+            f"{num(o['prefill_eager_ms'], 1)}, pure PyTorch {num(o['prefill_reference_ms'], 1)})."]
+    return "\n".join(out) + "\n"
 
 
 def variants_table(v: dict | None) -> str:
@@ -142,17 +167,19 @@ def readme_table(t: dict | None, lc: dict | None) -> str:
     rows = [("decode, ms/token, batch 1 (image / chat)", f"**{img['decode_ms']:.2f} / {chat['decode_ms']:.2f}**",
              f"{num(simg.get('decode_ms'), 2)} / {num(schat.get('decode_ms'), 2)}",
              f"{ratio(simg.get('decode_ms'), img['decode_ms'])} / {ratio(schat.get('decode_ms'), chat['decode_ms'])}"),
-            ("one image: 256 tokens from a 72-token prompt", f"**{img['s']:.3f} s** ({tasks['one image']['s']:.3f} s "
+            (f"one image: {detail(t, 'image, batch 1')}", f"**{img['s']:.3f} s** ({tasks['one image']['s']:.3f} s "
              "with VQ decode)", f"{num(simg.get('s'))} s", ratio(simg.get("s"), img["s"])),
-            ("four images with guidance: 8 rows x 256 tokens", f"**{four['s']:.3f} s** "
+            (f"four images with guidance: {detail(t, '4 images + guidance, batch 8')}", f"**{four['s']:.3f} s** "
              f"({tasks['four images, guidance']['s']:.3f} s with VQ decode)", f"{num(sfour.get('s'))} s",
              ratio(sfour.get("s"), four["s"])),
-            ("128-token answer after a 760-token prompt", f"**{chat['s']:.3f} s** ({tasks['chat answer']['s']:.3f} s "
+            (f"image chat: {detail(t, 'chat, batch 1')}", f"**{chat['s']:.3f} s** ({tasks['chat answer']['s']:.3f} s "
              "with vision towers)", f"{num(schat.get('s'))} s", ratio(schat.get("s"), chat["s"])),
-            ("prefill of 760 tokens + first token", f"**{1000 * chat['first_token_s']:.1f} ms**",
+            (f"chat prefill of {t['ours']['shapes']['chat, batch 1'][1]} tokens + first token",
+             f"**{1000 * chat['first_token_s']:.1f} ms**",
              f"{num(1000 * schat['first_token_s'] if schat else None, 1)} ms",
              ratio(schat.get("first_token_s"), chat["first_token_s"]))]
-    out = [f"| {t['gpu']}, bf16 | this project | stock mamba-ssm (`generate`, CUDA graphs kept) | speed-up |",
+    dtype = t["dtype"].replace("torch.", "")
+    out = [f"| {t['gpu']}, {dtype} | this project | stock mamba-ssm (`generate`, CUDA graphs kept) | speed-up |",
            "| --- | --- | --- | --- |"] + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     if lc and "cases" in lc:
         n = max(lc["lengths"])

@@ -64,7 +64,8 @@ class OurTasks:
         key, _ = SHAPES[name]
         if key.task == "mmu":
             return 1, self.embeds.shape[1], chat_new
-        return key.batch * (2 if key.guidance else 1), self.model.config.t2i_prefix_len, self.model.config.num_image_tokens
+        cfg = self.model.config
+        return key.batch * (2 if key.guidance else 1), cfg.t2i_prefix_len, cfg.num_image_tokens
 
     def generator(self, name: str) -> Callable[[int], None]:
         key, scale = SHAPES[name]
@@ -125,7 +126,8 @@ def ours(model, runner: ModelRunner, repeat: int = 5, chat_new: int = CHAT_NEW, 
     res["generation"] = {name: generation_timing(t.generator(name), res["shapes"][name][2], repeat, dev)
                          for name in SHAPES}
     res["chat_stopped_early"] = t.chat_stopped_early
-    keys = {name: key for name, (key, _) in SHAPES.items()} | {"image, batch 1, sampling": GraphKey("t2i", 1, True, False)}
+    keys = {name: key for name, (key, _) in SHAPES.items()}
+    keys["image, batch 1, sampling"] = GraphKey("t2i", 1, True, False)
     res["replay_ms"] = {name: replay_ms_per_step(runner, key, replay_steps, repeat) for name, key in keys.items()}
     tokens = torch.randint(0, model.config.image_vocab_size, (4, model.config.num_image_tokens), device=dev)
     res["vq_decode_ms"] = {str(b): ms(lambda: model.decode_images(tokens[:b])) for b in (1, 4)}

@@ -81,15 +81,19 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     if not torch.cuda.is_available():
         sys.exit("the benchmark measures GPU decoding and needs a CUDA GPU; none is visible here")
-    results = {}
+    out = Path(args.out)
+    if args.all:
+        from .bench.suite import run as run_suite
+        run_suite(out)
+        return
     if args.tasks or not args.long_context:
         from .bench.tasks import run as run_tasks
-        results["tasks"] = run_tasks(baseline=not args.no_baseline)
+        run_tasks(out, baseline=not args.no_baseline)
     if args.long_context or not args.tasks:
         from .bench.long_context import run as run_long
-        results["long_context"] = run_long(args.lengths, Path(args.out))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        run_long(args.lengths, out)
+    from .bench.report import render
+    print(render(out))
 
 
 def sampling_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_arguments(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("bench", help="GPU benchmarks: task speed vs stock mamba-ssm, long context vs a Transformer")
+    p.add_argument("--all", action="store_true",
+                   help="every published figure (tasks, long context, start-up), each part in its own process, "
+                        "within ~7 minutes on an H200; JSON files and summary.md in --out")
     p.add_argument("--tasks", action="store_true", help="only the task benchmark")
     p.add_argument("--long-context", action="store_true", help="only the long-context benchmark")
     p.add_argument("--lengths", default="1k,4k,16k,64k,100k")

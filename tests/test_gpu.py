@@ -3,7 +3,14 @@
 * the fast path (mamba_ssm scan, our Triton decode kernels, CUDA graphs) reproduces the official goldens;
 * fast == reference on the 1.3B configuration in fp32 and bf16, both tasks, with the differences printed;
 * CUDA-graph decode == eager decode, and prefill + decode steps == one teacher-forced forward.
+
+Greedy decoding of random weights meets near-ties (top-2 logits closer than rounding can separate), where
+two correct computations may pick different tokens and from then on decode different sequences. So logits are
+compared on the same history (every side fed the reference's tokens), and greedy token sequences only up to
+the reference's first near-tie. Exact equality is asserted only where it is a property of the code: the same
+captured graphs replayed on the same inputs, and two identical requests to one engine.
 """
+import contextlib
 import copy
 
 import pytest
@@ -40,15 +47,39 @@ def test_fast_path_reproduces_official_goldens(golden_model):
     check_all(golden_model, GOLDENS)
 
 
-def _greedy_scores(runner: ModelRunner, key: GraphKey, embeds: torch.Tensor, task: str, steps: int):
+def _greedy_scores(runner: ModelRunner, key: GraphKey, embeds: torch.Tensor, task: str, steps: int,
+                   forced: list[int] | None = None):
+    """Prefill, then steps - 1 decode steps: (logits per step (steps, V) on the CPU, tokens picked). Greedy,
+    or with `forced` tokens fed instead of the picked ones (the same history for every side compared)."""
     graph = runner.graph_for(key)
     graph.load_state(None)
     graph.prefill(embeds, None)
     rows, tokens = [graph.logits[0].clone()], [int(graph.token[0])]
-    for token in graph.decode(steps - 1, None):
+    for i in range(steps - 1):
+        if forced is not None:
+            graph.token.fill_(forced[i])
+        graph.step(None)
         rows.append(graph.logits[0].clone())
-        tokens.append(int(token[0]))
-    return torch.stack(rows).cpu(), tokens
+        tokens.append(int(graph.token[0]))
+    return torch.stack(rows).float().cpu(), tokens
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def near_ties(ref: torch.Tensor, other: torch.Tensor, floor: float) -> torch.Tensor:
+    """Steps (rows) where the reference's top-2 margin is too small for `other` to be bound to the same
+    argmax: under `floor`, or under 8x the rms difference of the two rows (a flip at a wider margin would
+    take a > 5-sigma error on one of the two top logits: a real disagreement, not rounding)."""
+    top2 = ref.topk(2, dim=-1).values
+    rms = (other.float() - ref.float()).pow(2).mean(-1).sqrt()
+    return (top2[:, 0] - top2[:, 1]) < torch.clamp(8 * rms, min=floor)
+
+
+def first_true(mask: torch.Tensor) -> int:
+    hits = mask.nonzero()
+    return int(hits[0]) if len(hits) else len(mask)
 
 
 @pytest.mark.parametrize("task", ["t2i", "mmu"])
@@ -119,57 +150,77 @@ def test_fast_path_equals_reference_on_the_1p3b_config(twins):
         assert bf16_fast <= 1.5 * bf16_ref + 1e-3
 
 
-def _decode(model, task: str, steps: int, reference: bool = False, graphs: bool = True):
-    """Prefill a fixed prompt, then `steps` greedy decode steps: (logits per step, tokens, final state)."""
-    g = torch.Generator(device="cuda").manual_seed(5)
+def _prompt(model, task: str) -> torch.Tensor:
+    """A fixed prompt's positioned embeddings: 72 caption positions (image) or 20 text ids (chat)."""
+    g = torch.Generator(device=model.device).manual_seed(5)
     with torch.no_grad():
         if task == "t2i":
-            embeds = model.embed_t2i_prefix(torch.randint(0, 50000, (1, 72), device="cuda", generator=g))
-        else:
-            embeds = model.embed_mmu(torch.randint(0, 50000, (1, 20), device="cuda", generator=g), None)
-        runner = ModelRunner(model, use_cuda_graphs=graphs and not reference)
-        if reference:
-            with kernels.reference_only():
-                logits, tokens = _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, steps)
-        else:
-            logits, tokens = _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, steps)
-        state = runner.graphs[GraphKey(task, 1, False, False)].state
-    return logits, tokens, embeds, state
+            return model.embed_t2i_prefix(torch.randint(0, 50000, (1, 72), device=model.device, generator=g))
+        return model.embed_mmu(torch.randint(0, 50000, (1, 20), device=model.device, generator=g), None)
+
+
+def _decode(runner: ModelRunner, task: str, steps: int, reference: bool = False, forced: list[int] | None = None):
+    """Greedy (or `forced`) decoding of the fixed prompt through `runner`: (logits per step, tokens)."""
+    embeds = _prompt(runner.model, task)
+    with torch.no_grad(), (kernels.reference_only() if reference else contextlib.nullcontext()):
+        return _greedy_scores(runner, GraphKey(task, 1, False, False), embeds, task, steps, forced)
+
+
+STEPS = 16
 
 
 @pytest.mark.parametrize("task", ["t2i", "mmu"])
 def test_decode_fast_equals_reference_graph_equals_eager_and_teacher_forcing(twins, task):
+    """fp32: on the reference's own greedy tokens, the CUDA-graph decode's logits are within 1e-2 of the
+    PyTorch reference, of our kernels without graphs, and of one teacher-forced forward; our greedy tokens
+    equal the reference's up to its first near-tie. bf16 (fed the same tokens): no further from the fp32
+    reference than the bf16 reference is."""
     exact, half = twins
-    ref_logits, ref_tokens, embeds, _ = _decode(exact, task, 16, reference=True)
-    fast_logits, fast_tokens, _, _ = _decode(exact, task, 16)
-    eager_logits, eager_tokens, _, _ = _decode(exact, task, 16, graphs=False)
-    n = next((i for i, (a, b) in enumerate(zip(fast_tokens, ref_tokens)) if a != b), 16)
-    top2 = ref_logits.topk(2, dim=-1).values
-    sure = next((i for i, m in enumerate((top2[:, 0] - top2[:, 1]).tolist()) if m < 0.02), 16)
-    print(f"{task} fp32: fast vs reference logits {rel(fast_logits[:n], ref_logits[:n]):.2e} over {n} steps "
-          f"(first near-tie {sure}); graph vs eager {rel(fast_logits, eager_logits):.2e}")
-    # graphed prefill pieces split the prompt differently from one eager pass: TF32-scan rounding differs
-    assert rel(fast_logits, eager_logits) < 1e-2
-    assert n >= min(sure, 16) and rel(fast_logits[:n], ref_logits[:n]) < 1e-2
-    with torch.no_grad():  # teacher forcing over the decoded tokens gives the same logits
-        seq = torch.tensor([fast_tokens[:-1]], device="cuda")
+    ref_logits, ref_tokens = _decode(ModelRunner(exact, use_cuda_graphs=False), task, STEPS, reference=True)
+    fast = ModelRunner(exact)
+    greedy_logits, greedy_tokens = _decode(fast, task, STEPS)
+    forced_logits, _ = _decode(fast, task, STEPS, forced=ref_tokens)
+    eager_logits, _ = _decode(ModelRunner(exact, use_cuda_graphs=False), task, STEPS, forced=ref_tokens)
+    n = first_difference(greedy_tokens, ref_tokens)
+    ties = near_ties(ref_logits, forced_logits, floor=0.02)
+    tie = first_true(ties)
+    print(f"{task} fp32, same tokens: graphs vs reference {rel(forced_logits, ref_logits):.2e}, graphs vs eager "
+          f"{rel(forced_logits, eager_logits):.2e}; greedy tokens equal for {n} steps, first near-tie {tie}")
+    assert rel(forced_logits, ref_logits) < 1e-2  # the Triton scan runs its dots in TF32
+    assert rel(forced_logits, eager_logits) < 1e-2  # graphed prefill pieces split the prompt differently
+    # one set of captured graphs, identical inputs up to where the tokens part: identical logits
+    assert torch.equal(greedy_logits[:n + 1], forced_logits[:n + 1])
+    assert n == STEPS or ties[n]  # where the tokens part (same history so far) the reference was at a near-tie
+    with torch.no_grad():  # teacher forcing over the same tokens gives the same logits
+        embeds = _prompt(exact, task)
+        seq = torch.tensor([ref_tokens[:-1]], device="cuda")
         start = embeds.shape[1]
         tail = exact.embed_image_tokens(seq, start) if task == "t2i" else exact.embed_text(seq, start)
         full = exact.mamba.head(exact.backbone(torch.cat([embeds, tail], 1), task), task)[0, start - 1:]
-    print(f"{task} fp32 decode vs teacher forcing {rel(fast_logits, full.float().cpu()):.2e}")
-    assert rel(fast_logits, full.float().cpu()) < 1e-2
-    half_logits, half_tokens, _, _ = _decode(half, task, 16)
-    m = next((i for i, (a, b) in enumerate(zip(half_tokens, ref_tokens)) if a != b), 16)
-    half_ref_logits, half_ref_tokens, _, _ = _decode(half, task, 16, reference=True)
-    m = min(m, next((i for i, (a, b) in enumerate(zip(half_ref_tokens, ref_tokens)) if a != b), 16))
-    bf16_fast, bf16_ref = rel(half_logits[:m], ref_logits[:m]), rel(half_ref_logits[:m], ref_logits[:m])
-    print(f"{task} bf16 vs fp32 reference over {m} steps: fast {bf16_fast:.3e}, reference {bf16_ref:.3e}")
-    assert m >= 1 and bf16_fast <= 1.5 * bf16_ref + 1e-3
+    print(f"{task} fp32 decode vs teacher forcing {rel(forced_logits, full.float().cpu()):.2e}")
+    assert rel(forced_logits, full.float().cpu()) < 1e-2
+    half_logits, _ = _decode(ModelRunner(half), task, STEPS, forced=ref_tokens)
+    half_ref_logits, _ = _decode(ModelRunner(half, use_cuda_graphs=False), task, STEPS, reference=True,
+                                 forced=ref_tokens)
+    bf16_fast, bf16_ref = rel(half_logits, ref_logits), rel(half_ref_logits, ref_logits)
+    print(f"{task} bf16 vs fp32 reference, same tokens: fast {bf16_fast:.3e}, reference {bf16_ref:.3e}")
+    assert bf16_fast <= 1.5 * bf16_ref + 1e-3
+
+
+def _answer(engine, session: str, question: str) -> tuple[list, torch.Tensor]:
+    """A greedy answer of up to 8 tokens: its events and each token's logits (read from the chat graph's
+    logits buffer as each token streams out)."""
+    graph_key = GraphKey("mmu", 1, False, False)
+    events, rows = [], []
+    for event in engine.chat(session, question, max_new_tokens=8):
+        events.append(event)
+        rows.append(engine.runner.graphs[graph_key].logits[0].float().cpu().clone())
+    return events, torch.stack(rows)
 
 
 def test_engine_end_to_end_on_the_1p3b_config(tokenizer):
-    """Chat (follow-ups reuse the state; an evicted session rebuilt gives the same answer) and images through
-    the engine with CUDA graphs everywhere."""
+    """Chat (follow-ups reuse the state; an evicted session rebuilt from its history continues the same
+    conversation) and images through the engine with CUDA graphs everywhere."""
     import numpy as np
     from PIL import Image
 
@@ -180,18 +231,31 @@ def test_engine_end_to_end_on_the_1p3b_config(tokenizer):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
     live, rebuilt = engine.new_session(image), engine.new_session(image)
     for question in ["What is in the image?", "Describe the colours."]:
-        for session in (live, rebuilt):
-            list(engine.chat(session, question, max_new_tokens=8))
-    engine.sessions[rebuilt].state = None
-    a = list(engine.chat(live, "Anything else?", max_new_tokens=8))[-1]
-    b = list(engine.chat(rebuilt, "Anything else?", max_new_tokens=8))[-1]
-    print("chat:", repr(a.text), a.metrics.as_dict())
-    assert a.text == b.text and a.metrics.tokens == 8 and a.metrics.peak_vram_gib > 1
+        first, second = (_answer(engine, session, question) for session in (live, rebuilt))
+        # the same request twice to one engine: the same graphs on the same inputs
+        assert first[0][-1].text == second[0][-1].text and torch.equal(first[1], second[1])
+    engine.sessions[rebuilt].state = None  # evicted: the next turn feeds the image and the whole history again
+    (a, live_logits), (b, rebuilt_logits) = (_answer(engine, s, "Anything else?") for s in (live, rebuilt))
+    print("chat:", repr(a[-1].text), a[-1].metrics.as_dict())
+    assert a[-1].metrics.tokens == len(live_logits) and a[-1].metrics.peak_vram_gib > 1
+    live_tokens, rebuilt_tokens = live_logits.argmax(-1).tolist(), rebuilt_logits.argmax(-1).tolist()
+    n = first_difference(live_tokens, rebuilt_tokens)
+    same = min(n + 1, len(live_tokens), len(rebuilt_tokens))  # steps whose history both sides share
+    ties = near_ties(live_logits[:same], rebuilt_logits[:same], floor=0.05)
+    tie = first_true(ties)
+    print(f"rebuilt vs live: logits {rel(rebuilt_logits[:same], live_logits[:same]):.3e} over {same} steps; "
+          f"tokens equal for {n}, first near-tie {tie}")
+    assert rel(rebuilt_logits[:same], live_logits[:same]) < 0.1  # bf16: a recomputed prompt rounds differently
+    if n < min(len(live_tokens), len(rebuilt_tokens)):
+        assert ties[n]  # the answers part only at a near-tie, with the same history so far
+    else:
+        assert a[-1].text == b[-1].text
     sampled = SamplingParams(top_k=0, temperature=1.0, seed=5)
     runs = [list(engine.text_to_image("a red cube", 2, sampled, guidance_scale=3.0)) for _ in range(2)]
     final = runs[0][-1]
     print("t2i:", final.metrics.as_dict())
     assert len(final.images) == 2 and final.images[0].size == (256, 256)
+    # a seed reproduces its images: the same graphs, the same noise
     assert all((np.asarray(x) == np.asarray(y)).all() for x, y in zip(final.images, runs[1][-1].images))
     del engine
     torch.cuda.empty_cache()

@@ -10,12 +10,22 @@ memory, for
 Out of memory or out of time is recorded as such, never extrapolated. OmniMamba's own position tables stop
 real prompts at 1,500 (chat) and 329 (image) positions; this measures the backbone, as the paper does.
 
+How each number is taken (`repeats(L)` synchronised calls, median, after one untimed call of the same shape:
+5 up to 4k tokens, 3 up to 16k, 1 beyond, to bound the run's time):
+  * OmniMamba: prefill = the prompt as recorded power-of-two pieces; ms/token = 32 step-graph replays / 32.
+  * Transformer, cached modes: `timing.generation_timing` on `generate` (the task benchmark's method):
+    prefill = T(1 new token), ms/token = (T(32) - T(1)) / 31. No cache: one forward of the whole sequence
+    per token, one untimed, then prefill = one timed such token, ms/token = 3 such tokens / 3.
+A deadline skips the Transformer cases it would overrun ("skipped: time budget"), and results.json is written
+after every model, so a run cut short keeps what it measured.
+
     python -m omnimamba bench --long-context --lengths 1k,4k,16k,64k,100k --out outputs/bench
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,7 +36,8 @@ from ..config import OmniMambaConfig
 from ..generation import GraphKey, ModelRunner, StaticGraph, power_of_two_pieces
 from ..model import OmniMamba
 from ..model.init import random_model
-from .timing import copy_bandwidth_gbs, peak_gib, reset_peak, step_bytes, timed
+from .timing import (copy_bandwidth_gbs, generation_timing, median_time, peak_gib, reset_peak, step_bytes, timed,
+                     versions)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,11 @@ class Case:
     ms_per_token: float | None = None
     peak_gib: float | None = None
     status: str = "ok"  # ok | oom | skipped: why | error: what
+
+
+def repeats(length: int) -> int:
+    """Timed calls per case: fewer where one call is long (the spread shrinks as the call grows)."""
+    return 5 if length <= 4000 else 3 if length <= 16000 else 1
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -94,16 +110,16 @@ def omnimamba_cases(lengths: list[int], config: OmniMambaConfig, device: torch.d
         reset_peak(device)
 
         def prefill() -> None:
+            graph.load_state(None)
             start = 0
             for size in power_of_two_pieces(case.length) if runner.use_cuda_graphs else [case.length]:
                 piece = model.backbone.embedding(ids[:, start:start + size])
                 (graph.prefix_piece(size) if runner.use_cuda_graphs
                  else lambda e: model.backbone(e, "mmu", graph.state))(piece)
                 start += size
-        prefill()  # untimed: records the pieces' graphs (once per piece length) and compiles kernels
-        graph.load_state(None)
-        case.ttft_s = timed(prefill, device)
-        seconds = timed(lambda: [run_step() for _ in range(new_tokens)], device)
+        # the untimed call records the pieces' graphs (once per piece length) and compiles kernels
+        case.ttft_s = median_time(prefill, repeats(case.length), warmup=1, device=device)
+        seconds = median_time(lambda: [run_step() for _ in range(new_tokens)], repeats(case.length), device=device)
         case.ms_per_token = 1000 * seconds / new_tokens
         case.peak_gib = peak_gib(device)
     return [_guarded(Case("OmniMamba", "recurrent state", length), measure) for length in lengths]
@@ -120,8 +136,11 @@ def phi_model(device: torch.device, dtype: torch.dtype, max_positions: int, **ov
 
 @torch.no_grad()
 def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dtype = torch.bfloat16,
-                      new_tokens: int = NEW_TOKENS, modes: tuple[str, ...] = ("static+compile", "dynamic", "no cache"),
-                      compile_lengths: list[int] | None = None, **overrides) -> list[Case]:
+                      new_tokens: int = NEW_TOKENS, modes: tuple[str, ...] = ("static+compile", "no cache", "dynamic"),
+                      compile_lengths: list[int] | None = None, deadline: float | None = None,
+                      on_case: Callable[[list[Case]], None] | None = None, **overrides) -> list[Case]:
+    """Every mode at every length (the modes in order of interest: a deadline cuts the last ones);
+    `deadline` (time.monotonic()) skips the cases that start after it; `on_case` sees the list after each."""
     model = phi_model(device, dtype, max(lengths) + new_tokens + 8, **overrides)
     vocab = model.config.vocab_size
     cases: list[Case] = []
@@ -129,8 +148,11 @@ def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dty
         slow = False
         for length in lengths:
             case = Case("Transformer (Phi-1.5 shape)", mode, length)
-            if mode == "static+compile" and compile_lengths is not None and length not in compile_lengths:
-                case.status = "skipped: one compile per cache length; measured at " + ", ".join(map(str, compile_lengths))
+            if deadline is not None and time.monotonic() > deadline:
+                case.status = "skipped: time budget"
+            elif mode == "static+compile" and compile_lengths is not None and length not in compile_lengths:
+                case.status = ("skipped: one compile per cache length; measured at "
+                               + ", ".join(map(str, compile_lengths)))
             elif mode == "no cache" and slow:
                 case.status = f"skipped: over {NO_CACHE_BUDGET_S:.0f} s per run at a shorter length"
             else:
@@ -139,6 +161,8 @@ def transformer_cases(lengths: list[int], device: torch.device, dtype: torch.dty
                 slow = mode == "no cache" and case.ms_per_token is not None and (
                     case.ms_per_token * new_tokens / 1000 * 4 > NO_CACHE_BUDGET_S)
             cases.append(case)
+            if on_case:
+                on_case(cases)
     return cases
 
 
@@ -150,6 +174,7 @@ def _transformer_case(model, ids: torch.Tensor, mode: str, new_tokens: int, case
         def next_token() -> None:  # the whole sequence again, for one more token
             logits = model(seq[0], use_cache=False, logits_to_keep=1).logits
             seq[0] = torch.cat([seq[0], logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        next_token()  # untimed: this shape's kernels and plans (the sequence is one token longer: no matter)
         reset_peak(device)
         case.ttft_s = timed(next_token, device)
         n = max(1, min(new_tokens, 4) - 1)
@@ -159,12 +184,9 @@ def _transformer_case(model, ids: torch.Tensor, mode: str, new_tokens: int, case
     # a static cache makes transformers compile the decode step itself (mode "reduce-overhead": CUDA graphs)
     kwargs = dict(do_sample=False, pad_token_id=0, cache_implementation="static" if mode == "static+compile" else None)
     generate = lambda n: model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kwargs)  # noqa: E731
-    generate(new_tokens)  # warm-up: compilation, cuBLAS plans
-    reset_peak(device)
-    case.ttft_s = timed(lambda: generate(1), device)
-    full = timed(lambda: generate(new_tokens), device)
-    case.ms_per_token = 1000 * (full - case.ttft_s) / (new_tokens - 1)
-    case.peak_gib = peak_gib(device)
+    # each shape's untimed call compiles (static cache: once per cache length) and plans cuBLAS
+    t = generation_timing(generate, new_tokens, repeats(ids.shape[1]), device)
+    case.ttft_s, case.ms_per_token, case.peak_gib = t["first_token_s"], t["decode_ms"], t["peak_gib"]
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -233,30 +255,45 @@ def plot(cases: list[Case], out_dir: Path) -> list[Path]:
 
 def run(lengths: str | list[int], out_dir: str | Path, device: str | torch.device | None = None,
         config: OmniMambaConfig | None = None, phi_overrides: dict | None = None,
-        compile_lengths: list[int] | None = None, new_tokens: int = NEW_TOKENS) -> dict:
-    """Measure every case, write results.json, the two plots and benchmarks.md into out_dir."""
+        compile_lengths: list[int] | None = None, new_tokens: int = NEW_TOKENS,
+        budget_s: float | None = None) -> dict:
+    """Measure every case, writing long_context.json after each model, then the two plots and a table
+    (long_context.md) into out_dir. `budget_s`: Transformer cases that would start later are skipped."""
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     lengths = parse_lengths(lengths) if isinstance(lengths, str) else list(lengths)
     device = torch.device(device or "cuda")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or OmniMambaConfig.official()
-    cases = omnimamba_cases(lengths, config, device, new_tokens=new_tokens)
-    reset_peak(device)  # the OmniMamba model is gone with its function; free its cached blocks
-    modes = ("static+compile", "dynamic", "no cache") if device.type == "cuda" else ("dynamic", "no cache")
-    cases += transformer_cases(lengths, device, new_tokens=new_tokens, modes=modes,
-                               compile_lengths=compile_lengths, **(phi_overrides or {}))
     copy_gbs = copy_bandwidth_gbs() if device.type == "cuda" else None
     result = {
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        "versions": _versions(), "lengths": lengths, "new_tokens": new_tokens, "copy_gbs": copy_gbs,
-        "cases": [asdict(c) for c in cases],
-        "floors": floors(cases, copy_gbs, _omnimamba_step_bytes(config), _phi_bytes(phi_overrides or {})),
+        "versions": versions(), "lengths": lengths, "new_tokens": new_tokens, "copy_gbs": copy_gbs,
+        "compile_lengths": compile_lengths, "repeats": {n: repeats(n) for n in lengths}, "budget_s": budget_s,
     }
-    (out_dir / "long_context.json").write_text(json.dumps(result, indent=1))
+    cases = omnimamba_cases(lengths, config, device, new_tokens=new_tokens)
+    _write(out_dir, result, cases, config, phi_overrides)
+    reset_peak(device)  # the OmniMamba model is gone with its function; free its cached blocks
+    modes = ("static+compile", "no cache", "dynamic") if device.type == "cuda" else ("no cache", "dynamic")
+    done = list(cases)
+    cases += transformer_cases(lengths, device, new_tokens=new_tokens, modes=modes, compile_lengths=compile_lengths,
+                               deadline=deadline, on_case=lambda tf: _write(out_dir, result, done + tf, config,
+                                                                            phi_overrides),
+                               **(phi_overrides or {}))
+    result = _write(out_dir, result, cases, config, phi_overrides)
     result["plots"] = [str(p) for p in plot(cases, out_dir)]
     table = markdown_table(cases)
     (out_dir / "long_context.md").write_text(f"# Long context on {result['gpu']}\n\n{table}\n")
     print(table)
+    return result
+
+
+def _write(out_dir: Path, result: dict, cases: list[Case], config: OmniMambaConfig,
+           phi_overrides: dict | None) -> dict:
+    result = {**result, "cases": [asdict(c) for c in cases],
+              "floors": floors(cases, result["copy_gbs"], _omnimamba_step_bytes(config),
+                               _phi_bytes(phi_overrides or {}))}
+    (out_dir / "long_context.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -274,13 +311,15 @@ def _phi_bytes(overrides: dict) -> int:
     return 2 * (p["num_hidden_layers"] * per_layer + p["vocab_size"] * h)
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
+if __name__ == "__main__":
+    import argparse
 
-    out = {"torch": torch.__version__}
-    for name in ("transformers", "triton", "mamba_ssm"):
-        try:
-            out[name] = md.version(name.replace("_", "-"))
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for long_context.json, plots, table")
+    parser.add_argument("--lengths", default="1k,4k,16k,64k,100k")
+    parser.add_argument("--compile-lengths", default=None, help="lengths for static+compile (default: all)")
+    parser.add_argument("--budget-s", type=float, default=None, help="skip Transformer cases starting later")
+    args = parser.parse_args()
+    run(args.lengths, args.out, compile_lengths=parse_lengths(args.compile_lengths) if args.compile_lengths else None,
+        budget_s=args.budget_s)

@@ -6,7 +6,7 @@ size and layout into a local Hugging Face cache: OmniMamba-1.3b.pth (fp16 pickle
 vq_ds16_t2i.pt ({"model": ...}), the two timm tower files (safetensors, DINOv2 with its 37 x 37 position
 table); the tokenizer ships with the package.
 
-    python -m omnimamba.bench.start WORKDIR [--out results.json]
+    python -m omnimamba.bench.start [WORKDIR] [--out start.json]
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from ..config import OmniMambaConfig
 from ..model.init import random_model
 from . import fake_hub
+from .timing import versions
 
 def write_assets(cache: Path) -> float:
     """Stand-ins of every asset for the official configuration, real sizes and formats (GB written)."""
@@ -71,23 +73,31 @@ def drop_page_cache() -> bool:
         return False
 
 
-def run(workdir: Path) -> dict:
+def run(workdir: Path, out: Path | None = None) -> dict:
+    """Write the stand-ins, then time three fresh processes; `out` is rewritten after each (a run cut short
+    keeps what it measured)."""
     cache = workdir / "hub"
     env = dict(os.environ, OMNIMAMBA_CACHE=str(workdir / "converted"), HF_HUB_OFFLINE="1")
-    result = {"gpu": torch.cuda.get_device_name(), "assets_gb": write_assets(cache)}
-    result["first_load"] = load_in_new_process(cache, env)
-    result["warm_start"] = load_in_new_process(cache, env)
-    if drop_page_cache():
-        result["cold_start_after_dropping_page_cache"] = load_in_new_process(cache, env)
-    print(json.dumps({k: v for k, v in result.items()}, indent=1))
+    result = {"gpu": torch.cuda.get_device_name(), "versions": versions(), "assets_gb": write_assets(cache)}
+    steps = [("first_load", lambda: True), ("warm_start", lambda: True),
+             ("cold_start_after_dropping_page_cache", drop_page_cache)]
+    for name, ready in steps:
+        if ready():
+            result[name] = load_in_new_process(cache, env)
+            if out:
+                out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
     return result
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("--out", type=Path, default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir", type=Path, nargs="?", default=None,
+                        help="where the 6.4 GB of stand-ins go (default: a temporary folder, removed after)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     args = parser.parse_args()
-    res = run(args.workdir)
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=1))
+    if args.workdir is not None:
+        run(args.workdir, args.out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="omnimamba-start-") as tmp:
+            run(Path(tmp), args.out)

@@ -1,18 +1,26 @@
-"""Task benchmarks on the GPU: what a user waits for, ours beside stock mamba-ssm on the same weights.
+"""Task benchmark: what a user waits for, ours beside stock mamba-ssm on the same weights, timed the same way.
 
-  * decode ms/token (batch 1, sampling, guidance = batch 2, four images with guidance = batch 8, image chat)
-  * one image (prefill + 255 steps + VQ decode), four images with guidance, a 128-token image-chat answer:
-    seconds, tokens/s and peak VRAM
-  * image-chat time to first token (vision towers + 760-token prefill + first token), and its parts
-  * where a decode step's time goes (one layer's kernels), with each way of doing its matrix-vector products
-  * the memory-bandwidth floor: weight bytes a step must read / measured device copy bandwidth
-Random weights (timing does not depend on values); the stock model gets a copy of ours (image-chat task).
+Both sides, for the same four shapes (model rows x prompt length -> new tokens), are timed by one function,
+`timing.generation_timing`: one untimed call of each exact shape, the median of 5 synchronised calls,
+T(1) = prefill + first token, T(N) = all N tokens, decode ms/step = (T(N) - T(1)) / (N - 1).
+  * image, batch 1: 72-token prompt -> 256 image tokens (ours through `image_tokens`, greedy)
+  * image + guidance: 2 rows (prompt and unconditional) -> 256 tokens; four images + guidance: 8 rows
+  * chat: a 760-token prompt (729 image features + text) -> 128 tokens (ours through `chat_tokens`, which
+    reads every token on the host to stream it; stock gets 760 random token ids)
+Those are the comparable parts: stock has no image head, VQ decoder or vision towers. Ours' remaining parts
+(VQ decode, vision towers) and the whole user-visible tasks are timed separately, with the same helper.
+Also: the step graph alone (replays, no loop) against the bandwidth floor, one layer's kernels, the prefill
+without graphs and in pure PyTorch. Random weights (timing does not depend on values).
 
-    python -m omnimamba bench --tasks
+    python -m omnimamba.bench.tasks --out DIR        (writes DIR/tasks.json)
 """
 from __future__ import annotations
 
+import argparse
+import gc
+import json
 import logging
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -23,31 +31,117 @@ from ..generation import GraphKey, ModelRunner, chat_tokens, image_tokens
 from ..model import kernels
 from ..model.init import random_model
 from ..sampling import SamplingParams
-from .timing import copy_bandwidth_gbs, graph_us, median_time, step_bytes
+from . import stock as stock_baseline
+from .timing import environment, generation_timing, graph_us, median_time, peak_gib, reset_peak, step_bytes
 
 log = logging.getLogger(__name__)
 GREEDY = SamplingParams()
+CHAT_TEXT = 27  # text ids after the 729 image features of the official config: a 760-token prompt
+CHAT_NEW = 128
+# name -> (our decode graph, guidance scale); rows, prompt length and new tokens follow from the config
+SHAPES = {"image, batch 1": (GraphKey("t2i", 1, False, False), 1.0),
+          "image + guidance, batch 2": (GraphKey("t2i", 1, False, True), 3.0),
+          "4 images + guidance, batch 8": (GraphKey("t2i", 4, False, True), 3.0),
+          "chat, batch 1": (GraphKey("mmu", 1, False, False), 1.0)}
 
 
-def task(fn: Callable[[], object], tokens: int, repeat: int = 3) -> dict:
-    """Seconds, tokens/s and peak VRAM of one user-visible task."""
-    fn()  # warm-up: graph capture, Triton compilation
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    seconds = median_time(fn, repeat=repeat, warmup=0)
-    return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+class OurTasks:
+    """Our side's generation, each a `generate(n)` for `generation_timing`, and the parts stock lacks."""
+
+    def __init__(self, model, runner: ModelRunner, chat_text: int = CHAT_TEXT):
+        self.model, self.runner, cfg = model, runner, model.config
+        dev = model.device
+        g = torch.Generator(device=dev).manual_seed(0)
+        self.prefix = torch.randint(0, 50000, (4, cfg.t2i_prefix_len), device=dev, generator=g)
+        size = cfg.vision.image_size
+        self.pixels = {k: torch.randn(1, 3, size, size, device=dev, generator=g) for k in ("dino", "siglip")}
+        self.text = torch.randint(0, 50000, (1, chat_text), device=dev, generator=g)
+        self.embeds = model.embed_mmu(self.text, runner.image_features(self.pixels))
+        self.chat_stopped_early = False
+
+    def shape(self, name: str, chat_new: int = CHAT_NEW) -> tuple[int, int, int]:
+        """(model rows, prompt length, new tokens) of a shape."""
+        key, _ = SHAPES[name]
+        if key.task == "mmu":
+            return 1, self.embeds.shape[1], chat_new
+        cfg = self.model.config
+        return key.batch * (2 if key.guidance else 1), cfg.t2i_prefix_len, cfg.num_image_tokens
+
+    def generator(self, name: str) -> Callable[[int], None]:
+        key, scale = SHAPES[name]
+        if key.task == "mmu":
+            return self.chat_from_embeds
+        ids = self.prefix[:key.batch]
+
+        def image(n: int) -> None:  # n = 1 stops after the prefill's token, n = all tokens runs to the end
+            steps = image_tokens(self.runner, ids, GREEDY, scale, ids if key.guidance else None, report_every=0)
+            for step in steps:
+                if step.tokens.shape[1] >= n:
+                    break
+            steps.close()
+        return image
+
+    def chat_from_embeds(self, n: int, embeds: torch.Tensor | None = None) -> None:
+        produced = sum(1 for _ in chat_tokens(self.runner, self.model.new_state(1),
+                                              self.embeds if embeds is None else embeds, GREEDY, n))
+        self.chat_stopped_early |= produced < n  # an end-of-text token: the figure would be too short
+
+    def images_with_vq(self, batch: int, scale: float) -> None:
+        ids = self.prefix[:batch]
+        for step in image_tokens(self.runner, ids, GREEDY, scale, ids if scale != 1.0 else None, report_every=0):
+            if step.done:
+                self.model.decode_images(step.tokens)
+
+    def chat_with_vision(self, n: int) -> None:
+        self.chat_from_embeds(n, self.model.embed_mmu(self.text, self.runner.image_features(self.pixels)))
 
 
-def decode_ms_per_step(runner: ModelRunner, key: GraphKey, steps: int = 128) -> float:
-    """Replays of one captured decode graph (state contents do not matter for timing)."""
+def task(fn: Callable[[], object], tokens: int, repeat: int, device: torch.device) -> dict:
+    """A whole user-visible task: one untimed call, median of `repeat`, tokens/s, peak VRAM."""
+    fn()
+    reset_peak(device)
+    seconds = median_time(fn, repeat=repeat, warmup=0, device=device)
+    return {"s": seconds, "tokens_per_s": tokens / seconds, "peak_gib": peak_gib(device)}
+
+
+def replay_ms_per_step(runner: ModelRunner, key: GraphKey, steps: int = 128, repeat: int = 5) -> float:
+    """The captured step graph alone, replayed back to back (no loop, no host reads): the step's own cost."""
     graph = runner.graph_for(key)
-    position = 100 if key.task == "t2i" else 800  # any valid row of the position table
+    cfg = runner.model.config  # start at a valid row of the position table with room for every step
+    position = cfg.t2i_prefix_len if key.task == "t2i" else min(800, cfg.mmu_positions - steps - 1)
 
     def run() -> None:
         graph.position.fill_(position)
         for _ in range(steps):
             graph.step(None)
-    return 1000 * median_time(run) / steps
+    return 1000 * median_time(run, repeat, device=runner.model.device) / steps
+
+
+@torch.no_grad()
+def ours(model, runner: ModelRunner, repeat: int = 5, chat_new: int = CHAT_NEW, replay_steps: int = 128) -> dict:
+    """Our side: the four shapes' generation, the step graph alone, VQ decode, vision, the whole tasks."""
+    dev, t = model.device, OurTasks(model, runner)
+    ms = lambda fn, r=repeat: 1000 * median_time(fn, r, device=dev)  # noqa: E731
+    res: dict = {"shapes": {name: t.shape(name, chat_new) for name in SHAPES}}
+    res["generation"] = {name: generation_timing(t.generator(name), res["shapes"][name][2], repeat, dev)
+                         for name in SHAPES}
+    res["chat_stopped_early"] = t.chat_stopped_early
+    keys = {name: key for name, (key, _) in SHAPES.items()}
+    keys["image, batch 1, sampling"] = GraphKey("t2i", 1, True, False)
+    res["replay_ms"] = {name: replay_ms_per_step(runner, key, replay_steps, repeat) for name, key in keys.items()}
+    tokens = torch.randint(0, model.config.image_vocab_size, (4, model.config.num_image_tokens), device=dev)
+    res["vq_decode_ms"] = {str(b): ms(lambda: model.decode_images(tokens[:b])) for b in (1, 4)}
+    res["vision_ms"] = ms(lambda: runner.image_features(t.pixels))
+    res["vision_eager_ms"] = ms(lambda: model.image_features(t.pixels))
+    n_img = model.config.num_image_tokens
+    res["tasks"] = {"one image": task(lambda: t.images_with_vq(1, 1.0), n_img, repeat, dev),
+                    "four images, guidance": task(lambda: t.images_with_vq(4, 3.0), 4 * n_img, repeat, dev),
+                    "chat answer": task(lambda: t.chat_with_vision(chat_new), chat_new, repeat, dev)}
+    res["chat_ttft_ms"] = ms(lambda: t.chat_with_vision(1))
+    res["prefill_eager_ms"] = ms(lambda: model.backbone(t.embeds, "mmu", model.new_state(1)))
+    with kernels.reference_only():
+        res["prefill_reference_ms"] = ms(lambda: model.backbone(t.embeds, "mmu", model.new_state(1)), min(repeat, 3))
+    return res
 
 
 @torch.no_grad()
@@ -57,7 +151,7 @@ def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") 
     layer, cfg = model.backbone.layers[0], model.config
     mixer = layer.mixer
     hidden = torch.randn(1, cfg.d_model, device="cuda", dtype=model.dtype)
-    residual, residual_out = torch.zeros(2, 1, cfg.d_model, device="cuda")
+    residual, residual_out = torch.randn(2, 1, cfg.d_model, device="cuda")
     state = model.new_state(1).layer(0)
     weight = mixer.in_proj.decode_weight(task_name)
     zx = F.linear(hidden, weight)
@@ -75,17 +169,14 @@ def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") 
 
 
 def decode_variants(model) -> dict:
-    """Decode ms/token with each way of doing the step's matrix-vector products (the model's decode_gemv)."""
+    """Step-graph replay ms with each way of doing the step's matrix-vector products (model's decode_gemv)."""
     out = {}
     saved = model.mamba.decode_gemv
     try:
         for mode in ("fused", "cublas"):
             model.mamba.decode_gemv = mode
             runner = ModelRunner(model)
-            out[mode] = {name: decode_ms_per_step(runner, key) for name, key in [
-                ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("chat batch 1", GraphKey("mmu", 1, False, False)),
-                ("guidance batch 2", GraphKey("t2i", 1, False, True)),
-                ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True))]}
+            out[mode] = {name: replay_ms_per_step(runner, key) for name, (key, _) in SHAPES.items()}
             out[mode]["layer_us"] = layer_breakdown(model, gemv=mode)
             del runner
     finally:
@@ -93,149 +184,47 @@ def decode_variants(model) -> dict:
     return out
 
 
-@torch.no_grad()
-def ours(model, runner: ModelRunner) -> dict:
-    cfg = model.config
-    res: dict = {"decode_ms": {name: decode_ms_per_step(runner, key) for name, key in [
-        ("t2i batch 1", GraphKey("t2i", 1, False, False)), ("t2i batch 1 sampling", GraphKey("t2i", 1, True, False)),
-        ("guidance batch 2", GraphKey("t2i", 1, False, True)), ("4 images + guidance batch 8", GraphKey("t2i", 4, False, True)),
-        ("chat batch 1", GraphKey("mmu", 1, False, False))]}}
-    prefix = torch.randint(0, 50000, (1, cfg.t2i_prefix_len), device="cuda")
-
-    def images(batch: int, scale: float) -> None:
-        ids = prefix.expand(batch, -1)
-        for step in image_tokens(runner, ids, GREEDY, scale, ids if scale != 1.0 else None, report_every=0):
-            if step.done:
-                model.decode_images(step.tokens)
-    pixels = {k: torch.randn(1, 3, 384, 384, device="cuda") for k in ("dino", "siglip")}
-    text = torch.randint(0, 50000, (1, 27), device="cuda")  # 733 + 27 = a 760-token prompt
-
-    def chat(new_tokens: int) -> None:
-        embeds = model.embed_mmu(text, runner.image_features(pixels))
-        for _ in chat_tokens(runner, model.new_state(1), embeds, GREEDY, new_tokens):
-            pass
-    res["tasks"] = {"one image": task(lambda: images(1, 1.0), 256),
-                    "four images, guidance": task(lambda: images(4, 3.0), 4 * 256),
-                    "chat answer, 128 tokens": task(lambda: chat(128), 128)}
-    res["chat_ttft_ms"] = 1000 * median_time(lambda: chat(1))
-    res["vision_ms"] = 1000 * median_time(lambda: runner.image_features(pixels))
-    res["vision_eager_ms"] = 1000 * median_time(lambda: model.image_features(pixels))
-    embeds = model.embed_mmu(text, model.image_features(pixels))
-    graph = runner.graph_for(GraphKey("mmu", 1, False, False))
-
-    def graphed_prefill() -> None:
-        graph.load_state(None)
-        graph.prefill(embeds, None)
-    res["prefill_760_ms"] = 1000 * median_time(graphed_prefill)
-    res["prefill_760_eager_ms"] = 1000 * median_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)))
-    with kernels.reference_only():
-        res["prefill_760_reference_ms"] = 1000 * median_time(lambda: model.backbone(embeds, "mmu", model.new_state(1)),
-                                                           repeat=3)
-    return res
-
-
-def stock_model_from(model):
-    """mamba_ssm's MambaLMHeadModel holding our backbone's weights (image-chat LoRA merged into in_proj)."""
-    from mamba_ssm.models.config_mamba import MambaConfig
-    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-
-    cfg = model.config
-    mcfg = MambaConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, vocab_size=cfg.text_vocab_size,
-                       ssm_cfg={"layer": "Mamba2"}, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                       pad_vocab_size_multiple=cfg.pad_vocab_size_multiple)
-    stock = MambaLMHeadModel(mcfg, device="cuda", dtype=model.dtype).eval()
-    ours_sd = model.mamba.state_dict()
-    sd = {}
-    for key in stock.state_dict():
-        if key.endswith("mixer.in_proj.weight"):
-            layer = int(key.split(".")[2])
-            sd[key] = model.backbone.layers[layer].mixer.in_proj.decode_weight("mmu")
-        else:
-            sd[key] = ours_sd[key]
-    stock.load_state_dict(sd, strict=True)
-    return stock
-
-
-@torch.no_grad()
-def stock_mamba_ssm(model, new_tokens: int = 256) -> dict:
-    """The baseline: mamba_ssm generate(cg=True) on our weights, for the same tasks."""
-    try:
-        stock = stock_model_from(model)
-    except Exception as exc:
-        return {"error": f"mamba_ssm unavailable: {type(exc).__name__}: {exc}"}
-    try:
-        return _stock_tasks(stock, new_tokens)
-    except Exception as exc:  # keep our own numbers if the baseline breaks
-        log.exception("stock mamba_ssm baseline failed")
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def _stock_tasks(stock, new_tokens: int) -> dict:
-    prompt = torch.randint(0, 50000, (8, 760), device="cuda")
-
-    def gen(batch: int, prompt_len: int, n: int) -> None:
-        stock._decoding_cache = None  # its graph cache does not survive a change of batch size
-        stock.generate(prompt[:batch, :prompt_len].contiguous(), max_length=prompt_len + n, cg=True, top_k=1)
-    out: dict = {"decode_ms": {}}
-    for batch, name in ((1, "t2i batch 1"), (2, "guidance batch 2"), (8, "4 images + guidance batch 8")):
-        full = median_time(lambda: gen(batch, 72, new_tokens), repeat=3)
-        one = median_time(lambda: gen(batch, 72, 1), repeat=3)
-        out["decode_ms"][name] = 1000 * (full - one) / (new_tokens - 1)
-    out["decode_ms"]["chat batch 1"] = out["decode_ms"]["t2i batch 1"]
-    out["tasks"] = {"one image": task(lambda: gen(1, 72, 256), 256),  # no VQ decode: a lower bound
-                    "four images, guidance": task(lambda: gen(8, 72, 256), 4 * 256),
-                    "chat answer, 128 tokens": task(lambda: gen(1, 760, 128), 128)}  # no vision: a lower bound
-    out["prefill_760_ms"] = 1000 * median_time(lambda: gen(1, 760, 1))
-    return out
-
-
-def run(dtype: torch.dtype = torch.bfloat16, baseline: bool = True) -> dict:
-    if not torch.cuda.is_available():
+def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat16,
+        config: OmniMambaConfig | None = None, device: str = "cuda", repeat: int = 5, chat_new: int = CHAT_NEW,
+        stock_factory: Callable = stock_baseline.stock_model_from) -> dict:
+    """Measure everything, writing DIR/tasks.json after each side (a run cut short keeps what it has).
+    config/device/repeat/chat_new/stock_factory exist for the CPU test of these code paths."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("the benchmark needs a CUDA GPU")
-    cfg = OmniMambaConfig.official()
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(dtype),
-              "backends": kernels.backends("cuda"), "copy_gbs": copy_bandwidth_gbs()}
-    model = random_model(cfg, "cuda", dtype).merge_lora(release_unmerged=True)  # as the engine serves it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "tasks.json"
+    cfg = config or OmniMambaConfig.official()
+    result = {**environment(dev), "dtype": str(dtype), "backends": kernels.backends(dev.type), "repeat": repeat}
+    model = random_model(cfg, dev, dtype).merge_lora(release_unmerged=True)  # as the engine serves it
     runner = ModelRunner(model)
-    result["ours"] = ours(model, runner)
-    result["floor_ms"] = {t: step_bytes(model, t) / (result["copy_gbs"] * 1e9) * 1000 for t in ("t2i", "mmu")}
-    result["decode_variants"] = decode_variants(model)
-    del runner
-    torch.cuda.empty_cache()
+    result["ours"] = ours(model, runner, repeat, chat_new, replay_steps=128 if dev.type == "cuda" else 4)
+    result["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+    result["floor_ms"] = {t: gb / result["copy_gbs"] * 1000 if result["copy_gbs"] else None
+                          for t, gb in result["step_gb"].items()}
+    path.write_text(json.dumps(result, indent=1))
+    if dev.type == "cuda":
+        result["decode_variants"] = decode_variants(model)
+        path.write_text(json.dumps(result, indent=1))
     if baseline:
-        result["stock_mamba_ssm"] = stock_mamba_ssm(model)
-    print_table(result)
+        shapes = {name: tuple(result["ours"]["shapes"][name]) for name in SHAPES}
+        try:
+            stock = stock_factory(model)
+        except Exception as exc:  # no mamba_ssm here: our own numbers still count
+            result["stock_mamba_ssm"] = {"error": f"mamba_ssm unavailable: {type(exc).__name__}: {exc}"}
+        else:
+            del runner, model  # stock's peak memory is its own: ours leaves the GPU first
+            gc.collect()
+            torch.cuda.empty_cache()
+            result["stock_mamba_ssm"] = stock_baseline.stock_tasks(stock, shapes, repeat, dev)
+        path.write_text(json.dumps(result, indent=1))
     return result
 
 
-def print_table(r: dict) -> None:
-    o, s = r["ours"], r.get("stock_mamba_ssm", {})
-    print(f"\n{r['gpu']}  torch {r['torch']}  {r['dtype']}  copy {r['copy_gbs']:.0f} GB/s; kernels: {r['backends']}")
-    print(f"bandwidth floor per token: image {r['floor_ms']['t2i']:.3f} ms, chat {r['floor_ms']['mmu']:.3f} ms")
-    print(f"{'decode, ms per step':36s} {'ours':>9s} {'mamba_ssm':>10s} {'speed-up':>9s} {'of floor':>9s}")
-    for name, mine in o["decode_ms"].items():
-        theirs = s.get("decode_ms", {}).get(name)
-        floor = r["floor_ms"]["mmu" if "chat" in name else "t2i"] if "batch 1" in name else None
-        print(f"{name:36s} {mine:9.3f} {_fmt(theirs):>10s} {_ratio(theirs, mine):>9s} "
-              f"{(f'{floor / mine:8.0%}' if floor else ''):>9s}")
-    print(f"{'task':36s} {'ours s':>9s} {'tok/s':>8s} {'GiB':>6s} {'stock s':>9s} {'tok/s':>8s} {'GiB':>6s} {'speed-up':>9s}")
-    for name, mine in o["tasks"].items():
-        theirs = s.get("tasks", {}).get(name, {})
-        print(f"{name:36s} {mine['s']:9.3f} {mine['tokens_per_s']:8.0f} {mine['peak_gib']:6.2f} "
-              f"{_fmt(theirs.get('s')):>9s} {_fmt(theirs.get('tokens_per_s'), 0):>8s} {_fmt(theirs.get('peak_gib'), 2):>6s} "
-              f"{_ratio(theirs.get('s'), mine['s']):>9s}")
-    print(f"image-chat time to first token {o['chat_ttft_ms']:.1f} ms = vision {o['vision_ms']:.1f} ms "
-          f"(eager {o['vision_eager_ms']:.1f}) + prefill of 760 {o['prefill_760_ms']:.1f} ms "
-          f"(eager {o['prefill_760_eager_ms']:.1f}, pure PyTorch {o['prefill_760_reference_ms']:.1f}, "
-          f"stock {_fmt(s.get('prefill_760_ms'), 1)})")
-    for mode, v in r["decode_variants"].items():
-        print(f"decode GEMV {mode}: " + ", ".join(f"{k} {x:.3f} ms" for k, x in v.items() if k != "layer_us")
-              + " | one layer, us: " + ", ".join(f"{k} {x:.1f}" for k, x in v["layer_us"].items()))
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _ratio(theirs: float | None, mine: float) -> str:
-    return "" if theirs is None else f"{theirs / mine:.2f}x"
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for tasks.json")
+    parser.add_argument("--no-baseline", action="store_true", help="skip stock mamba-ssm")
+    args = parser.parse_args()
+    run(args.out, baseline=not args.no_baseline)

@@ -6,6 +6,7 @@ import pytest
 from omnimamba import OmniMambaConfig
 from omnimamba.cli import main
 from omnimamba.bench.long_context import parse_lengths, run
+from omnimamba.bench.report import render
 
 TINY_PHI = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 
@@ -28,6 +29,7 @@ def test_long_context_benchmark_writes_json_plots_and_a_table(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "long_context.md").read_text()
     assert "L=16" in table and "L=48" in table and "OmniMamba" in table and result["cases"]
+    assert table.split("\n\n", 1)[1].strip() in render(tmp_path)  # the report: the same table, from the JSON
 
 
 def test_bench_cli_says_it_needs_a_gpu(monkeypatch):

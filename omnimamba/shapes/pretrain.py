@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from typing import Callable
@@ -49,7 +50,7 @@ class Schedule:
     def lr_scale(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        return 0.1 + 0.45 * (1 + torch.cos(torch.tensor(min(self.progress(step), 1.0) * torch.pi)).item())
+        return 0.1 + 0.45 * (1 + math.cos(min(self.progress(step), 1.0) * math.pi))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -117,7 +118,7 @@ def train_vq(cfg: OmniMambaConfig, steps: int, batch_size: int, device: str | to
         with autocast(device):
             losses, codes, flat = vq_losses(vq, images)
         _optimizer_step(opt, vq.parameters(), sum(losses.values()), lr * schedule.lr_scale(step))
-        usage += torch.bincount(codes.flatten(), minlength=len(usage))
+        usage.index_add_(0, codes.flatten(), torch.ones_like(codes.flatten(), dtype=usage.dtype))  # no sync
         step += 1
         if step % restart_every == 0 and schedule.progress(step) < 0.8:
             restarted = restart_dead_codes(vq, usage, flat)
@@ -201,10 +202,12 @@ class ProbeHeads(nn.Module):
         """Per-item correctness (float tensors) of each probe."""
         colour, kind, colours, kinds, count = self(tokens)
         on_shape = batch["patch_kind"] > 0
+        colour_right = colour.argmax(-1) == batch["patch_colour"]
         kind_right = (kind.argmax(-1) == batch["patch_kind"]) & on_shape
         return {
-            "patch_colour": (colour.argmax(-1) == batch["patch_colour"]).float().mean(1),
-            "patch_kind": kind_right.sum(1) / on_shape.sum(1).clamp(min=1),
+            "patch_colour": colour_right.float().mean(1),  # background patches included
+            "patch_colour_on_shapes": (colour_right & on_shape).sum(1) / on_shape.sum(1).clamp(min=1),
+            "patch_kind": kind_right.sum(1) / on_shape.sum(1).clamp(min=1),  # on shape patches
             "present": (((colours > 0) == (batch["colours"] > 0.5)).all(1)
                         & ((kinds > 0) == (batch["kinds"] > 0.5)).all(1)).float(),
             "count": (count.argmax(-1) == batch["count"]).float(),

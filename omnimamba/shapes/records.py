@@ -3,7 +3,8 @@
     chat_records(seed)  {"image": PIL | None, "conversations": [{"from": "human"|"gpt", "value": str}, ...]}
                         image chats of 1-3 turns; some text-only chats that answer from a caption in the prompt
     t2i_records(seed)   {"caption": str, "image": PIL}
-    text_records(seed)  {"text": str}: captions and caption-grounded Q/A in the chat template (stage 0)
+    text_records(seed)  {"text": str}: captions and caption-grounded Q/A in the chat template (stage 0),
+                        laid out as the engine feeds a chat: "USER: q ASSISTANT: a<|endoftext|>USER: ..."
 Each stream draws from its own generator derived from (seed, stream name), so one seed gives independent
 streams; give every data-loader worker its own seed. Evaluation (quality.py) draws from a separate domain.
 """
@@ -23,6 +24,7 @@ from .world import TRAIN_COMBOS, render, sample_scene
 CHAT_MIX = {"colour": 0.22, "shape": 0.22, "count": 0.2, "relation": 0.24, "describe": 0.12}
 TEXT_ONLY_TYPES = ("colour", "shape", "count", "relation")  # what a caption alone can answer
 MAX_TURNS = 3
+EOS_TEXT = "<|endoftext|>"  # the tokenizer reads it as the EOS id
 
 
 def stream_rng(seed: int, stream: str) -> np.random.Generator:
@@ -88,4 +90,5 @@ def text_records(seed: int, captions_only: float = 0.4) -> Iterator[dict]:
         qas = questions(facts_of_description(description), rng, turns, TEXT_ONLY_TYPES)
         chat = conversation(qas, text[0].upper() + text[1:] + ".")
         pairs = zip(chat[::2], chat[1::2])
-        yield {"text": " ".join(f"{CHAT_TURN.format(question=h['value'])} {g['value']}" for h, g in pairs)}
+        # turns joined by <|endoftext|> (id 0), as the engine feeds them; the text pipeline appends the last EOS
+        yield {"text": EOS_TEXT.join(f"{CHAT_TURN.format(question=h['value'])} {g['value']}" for h, g in pairs)}

@@ -40,6 +40,7 @@ def test_t2i_and_text_records():
         assert parse_caption(r["caption"]).objects and not held_out_mentioned(r["caption"])
     texts = [r["text"] for r in islice(text_records(0), 100)]
     assert any(t.startswith("USER: ") and " ASSISTANT: " in t for t in texts)
+    assert any("<|endoftext|>USER: " in t for t in texts)  # later turns follow the answer's EOS
     assert any("USER:" not in t for t in texts)
     assert not any(held_out_mentioned(t) for t in texts)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..tokenizer import CHAT_TURN
 from .language import caption
-from .questions import QA, QUESTION_TYPES, Facts, ask, facts_of_description, facts_of_scene
+from .questions import QA, Facts, ask, facts_of_description, facts_of_scene
 from .world import TRAIN_COMBOS, render, sample_scene
 
 # how often each question type is drawn for an image chat (describe is the longest answer: fewer of them)

@@ -144,12 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import cli as train_cli
 
     p = sub.add_parser("train", help="train or fine-tune: the paper's recipe as presets (docs/training.md)")
-    train_cli.add_train_arguments(p)
-    p.set_defaults(func=train_cli.cmd_train)
+    train_cli.add_train_arguments(p, recipes=("shapes",))
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("prepare", help="pre-tokenize text-to-image images with the VQ into shards, once")
     train_cli.add_prepare_arguments(p)
     p.set_defaults(func=train_cli.cmd_prepare)
     return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """One stage of the paper's recipe (train/), or the whole multi-stage shapes recipe (shapes/recipe.py)."""
+    if args.preset != "shapes":
+        from .train import cli as train_cli
+
+        return train_cli.cmd_train(args)
+    from .shapes.recipe import ShapesRecipe, run
+
+    print(f"shipped: {run(ShapesRecipe(), args.out or 'runs/shapes', args.max_steps)}")
 
 
 def main(argv: list[str] | None = None) -> None:

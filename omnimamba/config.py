@@ -159,8 +159,25 @@ class OmniMambaConfig:
         )
 
     @classmethod
+    def shapes(cls) -> "OmniMambaConfig":
+        """The small model trained here on the shapes world (omnimamba/shapes, docs/shapes-model.md): the same
+        classes at a size that ships in 40 MB of bf16 and runs on a laptop CPU. The tied 50288 x 256 text table
+        is two thirds of it; the towers see 224 px (16 x 16 patches); the VQ has 1024 codes, 16 x 16 per image."""
+        return cls(
+            d_model=256, n_layer=6, d_state=64, headdim=64, chunk_size=64, t2i_prefix_len=32, mmu_positions=448,
+            projector_mult=2,
+            vision=VisionConfig(
+                image_size=224, dino_model="vit_small_patch14_reg4_dinov2", siglip_model="vit_so400m_patch14_siglip_224",
+                dino_overrides=dict(embed_dim=96, depth=4, num_heads=2),
+                siglip_overrides=dict(embed_dim=96, depth=4, num_heads=2, mlp_ratio=4.0),
+            ),
+            vq=VQConfig(codebook_size=1024, codebook_dim=8, z_channels=64, ch=32, ch_mult=(1, 1, 1, 2, 2),
+                        num_res_blocks=1),
+        )
+
+    @classmethod
     def from_name(cls, name: str) -> "OmniMambaConfig":
-        presets = {"omnimamba-1.3b": cls.official, "tiny": cls.tiny}
+        presets = {"omnimamba-1.3b": cls.official, "tiny": cls.tiny, "shapes": cls.shapes}
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("omnimamba", "demo")
-TOOLS = ("omnimamba.cli", "omnimamba.__main__", "omnimamba.compare", "omnimamba.bench", "omnimamba.train")
+TOOLS = ("omnimamba.cli", "omnimamba.__main__", "omnimamba.compare", "omnimamba.bench", "omnimamba.train",
+         "omnimamba.shapes")
 MODEL_MAY_USE = ("omnimamba.model", "omnimamba.config", "omnimamba.checkpoint")
 
 

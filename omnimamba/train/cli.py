@@ -10,9 +10,10 @@ import sys
 from .config import PRESETS, ConfigError, TrainConfig, preset
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, recipes: tuple[str, ...] = ()) -> None:
+    """recipes: extra --preset names that a caller runs itself (multi-stage recipes such as "shapes")."""
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", choices=PRESETS, help="a named recipe step (docs/training.md)")
+    src.add_argument("--preset", choices=PRESETS + recipes, help="a named recipe step (docs/training.md)")
     src.add_argument("--config", help="a JSON file: every TrainConfig field, or {\"preset\": NAME, ...overrides}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field; VALUE is JSON (e.g. grad_accum=4, data='{\"t2i\": \"shards/\"}')")

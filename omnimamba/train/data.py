@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -25,6 +25,14 @@ from .synthetic import synthetic_items
 
 SYNTHETIC = "synthetic"
 TASK_CODES = {"mmu": 1, "t2i": 2, "text": 3}  # stream ids for the per-task random generators
+# named sources a program registers before training (e.g. the shapes world): name -> (task, config) -> records
+NamedSource = Callable[[str, OmniMambaConfig], Sequence[Record]]
+_NAMED_SOURCES: dict[str, NamedSource] = {}
+
+
+def register_source(name: str, make: NamedSource) -> None:
+    """Let `data: {task: name}` in a TrainConfig name records made in this process (workers inherit them)."""
+    _NAMED_SOURCES[name] = make
 
 
 def open_source(task: str, spec: str | os.PathLike | Iterable[dict], config: OmniMambaConfig) -> Sequence[Record]:
@@ -32,6 +40,8 @@ def open_source(task: str, spec: str | os.PathLike | Iterable[dict], config: Omn
     if isinstance(spec, (str, os.PathLike)):
         if str(spec) == SYNTHETIC:
             records = load_items(synthetic_items(task, config), task, f"synthetic {task} data", config)
+        elif str(spec) in _NAMED_SOURCES:
+            records = _NAMED_SOURCES[str(spec)](task, config)
         elif Path(spec).is_dir():
             if task != "t2i" or not (Path(spec) / INDEX).is_file():
                 raise DataError(f"{spec} is a folder; only text-to-image data can be a folder written by "

@@ -1,0 +1,208 @@
+"""`python -m omnimamba train --preset shapes`: the small shapes model, every part trained here, on one GPU.
+
+Steps (each writes its own folder under OUT and is skipped when that folder is complete, so a run can be
+continued; docs/shapes-model.md gives the numbers):
+  pretrain      the VQ (LlamaGen VQ-16 design) and the two towers (timm DINOv2-reg / SigLIP classes), pretrain.py
+  init          a training-initialised OmniMamba holding those weights              -> OUT/init
+  stage0-text   the backbone as a plain language model on the world's text          -> OUT/stage0-text
+  stage1-mmu    paper stage 1, image chat: projector + MMU LoRA (+ MMU positions)   -> OUT/stage1-mmu
+  stage1-t2i    paper stage 1, text to image: T2I LoRA + image table/head, project_in, caption MLP, positions
+  stage2        paper stage 2: both stage-1 runs merged, everything but the towers and the VQ trained, the two
+                losses summed                                                        -> OUT/stage2
+  ship          stage 2 in bf16 with the config in the metadata                     -> OUT/model.safetensors
+The two stage-1 runs start from stage 0 independently and touch disjoint tensors (the decoupled recipe).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..config import OmniMambaConfig
+from ..train import checkpoints
+from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
+from ..train.data import register_source
+from .pretrain import train_towers, train_vq, vq_quality
+from .sources import WorldRecords, encode_t2i_corpus
+
+log = logging.getLogger(__name__)
+SOURCE = "shapes"  # the TrainConfig data name of the world's records
+DONE = "done.json"  # written when a step has finished
+TEXT_STAGE = ("blocks", "norm_f", "text_embedding")  # stage 0: the backbone as a plain Mamba-2 LM
+
+
+@dataclass(frozen=True)
+class ShapesRecipe:
+    seed: int = 0
+    vq_seconds: float = 210.0  # the pre-steps stop at a time budget (they converge well before)
+    tower_seconds: float = 60.0
+    vq_batch: int = 64
+    tower_batch: int = 128
+    t2i_corpus: int = 60_000  # text-to-image scenes rendered and VQ-encoded once
+    chat_records: int = 4_000_000  # image chats and text are made on demand: this only bounds the index space
+    steps: tuple[int, int, int, int] = (150, 200, 400, 1200)  # stage0, stage1-mmu, stage1-t2i, stage2
+    batch: tuple[int, int, int, int] = (128, 32, 128, 32)  # text, stage-1 chats, images, stage-2 chats
+    num_workers: int = 14
+    cpu: bool = False
+    tokenizer: str | None = None  # tokenizer.json (default: the GPT-NeoX-20B file shipped in the package)
+
+    def stages(self) -> list[tuple[str, TrainConfig]]:
+        """(folder, config) of the four training stages, in order."""
+        s0, s1m, s1t, s2 = self.steps
+        b_text, b_mmu, b_t2i, b_mmu2 = self.batch
+        common = dict(model="shapes", seed=self.seed, tokenizer=self.tokenizer, num_workers=self.num_workers, cpu=self.cpu, lora_dropout=0.0,
+                      mixed_precision="no" if self.cpu else "bf16", save_every=500, log_every=10)
+        data = {"mmu": SOURCE, "t2i": SOURCE, "text": SOURCE}
+        return [
+            ("stage0-text", TrainConfig("shapes-stage0-text", {"text": b_text}, TEXT_STAGE, init=("init",), lr=2e-3,
+                                        warmup_steps=50, steps=s0, data={"text": SOURCE}, **common)),
+            ("stage1-mmu", TrainConfig("shapes-stage1-mmu", {"mmu": b_mmu}, STAGE1_MMU, init=("stage0-text",), lr=1e-3,
+                                       warmup_steps=100, steps=s1m, data={"mmu": SOURCE}, **common)),
+            ("stage1-t2i", TrainConfig("shapes-stage1-t2i", {"t2i": b_t2i}, STAGE1_T2I, init=("stage0-text",),
+                                       lr=8e-4, warmup_steps=100, steps=s1t, data={"t2i": SOURCE}, **common)),
+            ("stage2", TrainConfig("shapes-stage2", {"mmu": b_mmu2, "t2i": b_t2i}, STAGE2,
+                                   init=("stage1-mmu", "stage1-t2i"), lr=5e-4, warmup_steps=100, steps=s2,
+                                   data=data, **common)),
+        ]
+
+
+def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None) -> Path:
+    """All steps into `out`; returns the shipped file. `max_steps` caps every stage (smoke runs)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cpu" if recipe.cpu or not torch.cuda.is_available() else "cuda")
+    config = OmniMambaConfig.shapes()
+    timings: dict[str, float] = {}
+    with _timed(timings, "pretrain"):
+        pretrained = pretrain(recipe, config, out / "pretrain", device)
+    with _timed(timings, "init"):
+        build_init(config, pretrained, out / "init", recipe.seed)
+    with _timed(timings, "t2i_corpus"):
+        register_world(recipe, config, pretrained["vq"], device)
+    from ..train.loop import train
+
+    for folder, cfg in recipe.stages():
+        if _complete(out / folder):
+            log.info("%s: done already, skipped", folder)
+            continue
+        cfg = cfg.replace(init=tuple(str(out / name) for name in cfg.init))
+        with _timed(timings, folder):
+            train(cfg, out / folder, max_steps=max_steps)
+        (out / folder / DONE).write_text(json.dumps({"seconds": timings[folder]}))
+    shipped = ship(out / "stage2", out / "model.safetensors", recipe)
+    (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    log.info("shapes model: %s (%.1f MB); seconds per step %s", shipped, shipped.stat().st_size / 1e6, timings)
+    return shipped
+
+
+def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device: torch.device) -> dict:
+    """{"vq": sd, "dino": sd, "siglip": sd}: each part read from `folder` when there, else trained and written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    have = {n: load_file(str(folder / f"{n}.safetensors")) for n in ("vq", "dino", "siglip")
+            if (folder / f"{n}.safetensors").is_file()}
+    if "vq" not in have:
+        have["vq"] = train_vq(config, 40_000, recipe.vq_batch, device, log.info, seconds=recipe.vq_seconds,
+                              seed=recipe.seed)
+        quality = vq_quality(config, have["vq"], 200, seed=recipe.seed + 1000, device=device)
+        (folder / "quality.json").write_text(json.dumps({"vq": quality}, indent=2))
+        log.info("VQ round trips: %s", quality)
+        _save(have["vq"], folder / "vq.safetensors")
+    if "dino" not in have or "siglip" not in have:
+        have["dino"], have["siglip"] = train_towers(config, 10_000, recipe.tower_batch, device, log.info,
+                                                    seconds=recipe.tower_seconds, seed=recipe.seed)
+        _save(have["dino"], folder / "dino.safetensors")
+        _save(have["siglip"], folder / "siglip.safetensors")
+    return have
+
+
+def _save(sd: dict, path: Path) -> None:
+    save_file({k: v.contiguous().cpu() for k, v in sd.items()}, str(path))
+
+
+@torch.no_grad()
+def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: int) -> None:
+    """The starting point of stage 0: the training init, with the pretrained VQ and towers in place."""
+    if _complete(folder):
+        return
+    from ..train.setup import training_init_
+    from ..model import OmniMamba
+
+    model = training_init_(OmniMamba(config), seed)
+    model.vq.load_state_dict(pretrained["vq"], strict=True)
+    model.vision_backbone.dino_featurizer.load_state_dict(pretrained["dino"], strict=True)
+    model.vision_backbone.siglip_featurizer.load_state_dict(pretrained["siglip"], strict=True)
+    checkpoints.save(model, folder, {"stage": "shapes-init"})
+    (folder / DONE).write_text("{}")
+
+
+def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, device: torch.device) -> None:
+    """Make the world's records the training data named SOURCE: chats and text on demand, T2I encoded once."""
+    from ..model.vq import VQModel
+
+    vq = VQModel(config.vq)
+    vq.load_state_dict(vq_sd, strict=True)
+    corpus = encode_t2i_corpus(vq, recipe.t2i_corpus, recipe.seed, device, num_workers=recipe.num_workers)
+    sources = {"t2i": corpus,
+               "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config),
+               "text": WorldRecords("text", recipe.chat_records, recipe.seed, config)}
+    register_source(SOURCE, lambda task, _config: sources[task])
+
+
+def ship(stage_dir: Path, out_file: Path, recipe: ShapesRecipe) -> Path:
+    """The last stage's weights in bf16 (the shipped file), its config and recipe in the metadata."""
+    sd, metadata = checkpoints.read(stage_dir)
+    metadata = {**metadata, "recipe": json.dumps(dataclasses.asdict(recipe)), "format": "omnimamba-trained-1"}
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(out_file), metadata=metadata)
+    return out_file
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / DONE).is_file()  # model.safetensors alone may be a mid-run save
+
+
+class _timed:
+    def __init__(self, timings: dict[str, float], name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.start = time.monotonic()
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.name] = round(time.monotonic() - self.start, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m omnimamba.shapes.recipe --out DIR [--steps S0,S1M,S1T,S2] [...]` (also `train --preset shapes`)."""
+    import argparse
+
+    defaults = ShapesRecipe()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/shapes", help="run folder; finished steps in it are skipped")
+    p.add_argument("--steps", default=",".join(map(str, defaults.steps)), help="stage0,stage1-mmu,stage1-t2i,stage2")
+    p.add_argument("--max-steps", type=int, default=None, help="cap every stage (smoke runs)")
+    p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
+    p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
+    p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
+    p.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the shipped GPT-NeoX-20B file)")
+    args = p.parse_args(argv)
+    steps = tuple(int(s) for s in args.steps.split(","))
+    if len(steps) != 4:
+        raise SystemExit(f"error: --steps takes four numbers (stage0,stage1-mmu,stage1-t2i,stage2), got {args.steps}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
+                                 t2i_corpus=args.t2i_corpus, num_workers=args.num_workers, seed=args.seed,
+                                 cpu=args.cpu, tokenizer=args.tokenizer)
+    print(f"shipped: {run(recipe, args.out, args.max_steps)}")
+
+
+if __name__ == "__main__":
+    main()

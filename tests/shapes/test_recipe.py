@@ -1,0 +1,54 @@
+"""The shapes recipe end to end at toy step counts: every step runs, the shipped file is what the app loads."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from omnimamba.config import OmniMambaConfig
+from omnimamba.shapes.recipe import DONE, ShapesRecipe, run
+from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus
+from omnimamba.train import checkpoints
+from omnimamba.train.records import ChatRecord, TextRecord
+
+
+def test_world_records_are_a_pure_function_of_seed_and_index():
+    config = OmniMambaConfig.shapes()
+    chats = WorldRecords("mmu", 1000, seed=3, config=config)
+    first, again, other = chats[5], chats[5], WorldRecords("mmu", 1000, seed=4, config=config)[5]
+    assert isinstance(first, ChatRecord) and first.turns == again.turns
+    assert first.turns != other.turns or first.image != other.image
+    assert isinstance(WorldRecords("text", 10, 0, config)[0], TextRecord)
+    with pytest.raises(IndexError):
+        chats[1000]
+    with pytest.raises(ValueError, match="t2i needs VQ codes"):
+        WorldRecords("t2i", 10, 0, config)
+
+
+def test_the_t2i_corpus_holds_one_code_per_vq_cell():
+    from omnimamba.model.vq import VQModel
+
+    config = OmniMambaConfig.shapes()
+    records = encode_t2i_corpus(VQModel(config.vq), 3, seed=0, device=torch.device("cpu"), batch_size=2,
+                                num_workers=0)
+    assert len(records) == 3 and all(len(r.codes) == config.num_image_tokens for r in records)
+    assert all(0 <= c < config.image_vocab_size for r in records for c in r.codes)
+
+
+@pytest.mark.slow
+def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
+    recipe = ShapesRecipe(cpu=True, vq_seconds=1, tower_seconds=1, vq_batch=1, tower_batch=1, t2i_corpus=4,
+                          steps=(1, 1, 1, 1), batch=(2, 1, 2, 1), num_workers=0)
+    shipped = run(recipe, tmp_path)
+    for step in ("init", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
+        assert (tmp_path / step / DONE).is_file(), step
+    with safe_open(str(shipped), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        assert json.loads(f.metadata()["recipe"])["steps"] == [1, 1, 1, 1]
+    assert shipped.stat().st_size <= 40_000_000  # what ships inside the package
+    model = checkpoints.load_trained(shipped, "cpu", torch.float32)  # strict: every key
+    assert model.config == OmniMambaConfig.shapes()
+    # a second run finds every step done and only ships again
+    assert run(recipe, tmp_path) == shipped

@@ -12,24 +12,28 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from .generation import ModelRunner, chat_tokens, image_tokens
-from .metrics import RequestMeter, RequestMetrics
+from .generation import ImageStep, ModelRunner
+from .events import ChatEvent, ChatRecord, EngineError, ImageEvent
+from .metrics import RequestMeter
 from .model import InferenceState, OmniMamba, PositionLimitError
 from .model import kernels
 from .config import EOS_ID
 from .model.vision import preprocess_image, stack_pixel_values
 from .sampling import SamplingParams, check_whole
+from .scheduler import Scheduler
 from .sessions import ANONYMOUS, ChatSession, SessionBusyError, SessionStore
+from .streams import LockedOOM, batched_chat, batched_images, generator, locked_chat, locked_images
 from .tokenizer import OmniTokenizer, PromptError, StreamingDetokenizer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_IMAGE_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs)
 MAX_IMAGES_PER_PROMPT = 8
@@ -41,51 +45,26 @@ SEVERAL_IMAGES = SamplingParams(temperature=1.0, top_k=2000, top_p=0.0)
 MIN_QUESTION_TOKENS = 8  # a follow-up with less room than this is refused as "conversation full"
 
 
-class EngineError(RuntimeError):
-    """A request that failed for a reason the user can act on; the engine keeps serving."""
-
-
-@dataclass(frozen=True)
-class ChatRecord:
-    """A chat's token ids: what was fed after the image block, and the last sampled token not yet fed. Enough
-    to rebuild the chat's state with one prefill (`Engine.restore_session`) wherever its session went."""
-    history: tuple[int, ...] = ()
-    pending: tuple[int, ...] = ()
-    turns: int = 0
-
-
-@dataclass
-class ChatEvent:
-    delta: str  # new text since the last event
-    text: str  # the whole answer so far
-    metrics: RequestMetrics
-    done: bool = False
-    note: str | None = None  # e.g. why the answer stopped early
-    record: ChatRecord | None = None  # the chat's ids if the answer ended here
-
-
-@dataclass
-class ImageEvent:
-    images: list[Image.Image]
-    metrics: RequestMetrics
-    done: bool = False
-    rows_done: int = 0  # token rows generated so far (of image_grid)
-    note: str | None = None
-    seeds: list[int] | None = None  # the seed of each image (None: greedy, the same image for any seed)
-
-
 class Engine:
     def __init__(self, model: OmniMamba, tokenizer: OmniTokenizer, label: str = "OmniMamba-1.3B",
                  max_sessions: int = 1024, max_live_states: int = 16, use_cuda_graphs: bool | None = None,
-                 sessions_per_owner: int = 32):
+                 sessions_per_owner: int = 32, batching: bool = False):
+        """batching: serve concurrent requests through one scheduler (scheduler.py) that steps them together;
+        otherwise one request at a time under `lock`. Streams, events and errors are the same either way."""
         self.model, self.tokenizer, self.label = model, tokenizer, label
         if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors
             model.merge_lora(release_unmerged=True)
         self.runner = ModelRunner(model, use_cuda_graphs)
         self.lock = threading.Lock()
         self.sessions = SessionStore(sessions_per_owner, max_sessions, max_live_states)
-        log.info("engine ready: %s on %s (%s); kernels: %s", label, self.device, model.dtype,
-                 kernels.describe_backends(self.device))
+        self.scheduler = Scheduler(self.runner) if batching else None
+        log.info("engine ready: %s on %s (%s); kernels: %s; %s", label, self.device, model.dtype,
+                 kernels.describe_backends(self.device), "batching" if batching else "one request at a time")
+
+    def close(self) -> None:
+        """Stop the scheduler's thread (batching engines); requests still running get an error."""
+        if self.scheduler is not None:
+            self.scheduler.close()
 
     @classmethod
     def load(cls, model: str = "hustvl/OmniMamba", revision: str | None = None, device: str | None = None,
@@ -175,8 +154,7 @@ class Engine:
         try:
             feed = _feed(session, turn)
             self._room(session, feed, len(turn))
-            with self._serialized():
-                yield from self._answer(session, feed, params, max_new_tokens)
+            yield from self._answer(session, feed, params, max_new_tokens)
         finally:
             self.sessions.end_turn(session)
 
@@ -206,14 +184,15 @@ class Engine:
 
     def _answer(self, session: ChatSession, feed: list[int], params: SamplingParams,
                 max_new_tokens: int) -> Iterator[ChatEvent]:
-        meter = RequestMeter("chat", self.device, self.model.dtype, kernels.describe_backends(self.device))
-        state, embeds = self._chat_inputs(session, feed)
+        meter = self._meter("chat")
+        prepare = lambda: self._chat_inputs(session, feed)  # noqa: E731 - runs where the device work runs
+        run = (batched_chat(self.scheduler, prepare, params, max_new_tokens) if self.scheduler is not None
+               else locked_chat(self.runner, self.lock, prepare, params, max_new_tokens))
         detok = StreamingDetokenizer(self.tokenizer)
-        steps = chat_tokens(self.runner, state, embeds, params, max_new_tokens, _generator(params.seed, self.device))
         sampled: list[int] = []
         limit = self.model.config.mmu_positions
         try:
-            for step in steps:
+            for step in run.steps:
                 sampled.append(step.token)
                 meter.first_token() if len(sampled) == 1 else meter.tokens(1)
                 delta = detok.push(step.token)
@@ -221,17 +200,18 @@ class Engine:
                 record = ChatRecord(tuple(session.history + feed + sampled[:-1]), (step.token,), session.turns + 1)
                 yield ChatEvent(delta, detok.text, meter.snapshot(done, step.stop_reason), done,
                                 _stop_note(step.stop_reason, limit), record)
-        except GeneratorExit:  # stopped: keep what was streamed (the state holds it)
-            steps.close()
-            self._commit(session, state, feed, sampled)
+        except GeneratorExit:  # stopped: keep what was taken, if the caller saw any of it
+            run.steps.close()
+            if sampled:
+                self._commit(session, run.state, feed, run.tokens)
             raise
         except PositionLimitError as exc:  # checked above; this would be a bug, but still the user's message
             raise EngineError(f"this conversation is full ({exc.needed} of {exc.available} positions): "
                               f"start a new chat") from exc
-        self._commit(session, state, feed, sampled)
+        self._commit(session, run.state, feed, run.tokens)
 
-    def _commit(self, session: ChatSession, state: InferenceState, feed: list[int], sampled: list[int]) -> None:
-        if sampled:  # the prompt and all but the last sampled token are now in `state`
+    def _commit(self, session: ChatSession, state: InferenceState | None, feed: list[int], sampled: list[int]) -> None:
+        if sampled and state is not None:  # the prompt and all but the last sampled token are now in `state`
             session.history = session.history + feed + sampled[:-1]
             session.pending = sampled[-1:]
             session.turns += 1
@@ -253,8 +233,7 @@ class Engine:
     def _encode_image(self, image: Image.Image) -> Tensor:
         check_image(image)
         pixels = stack_pixel_values([preprocess_image(image, self.model.config.vision)])
-        with self._serialized():
-            return self.runner.image_features(pixels).cpu()
+        return self._on_device(lambda: self.runner.image_features(pixels).cpu())
 
     # ------------------------------------------------------------------ text to image
     def text_to_image(self, prompt: str, num_images: int = 1, params: SamplingParams | None = None,
@@ -282,32 +261,38 @@ class Engine:
         prefix = torch.tensor([caption.ids] * num_images)
         uncond = torch.tensor([self.tokenizer.unconditional_caption(cfg.caption_len)] * num_images)
         seeds = None if params.greedy else image_seeds(params.seed, num_images)
-        with self._serialized():
-            yield from self._images(prefix, uncond, params, guidance_scale, preview_every, note, seeds)
-
-    def _images(self, prefix: Tensor, uncond: Tensor, params: SamplingParams, guidance_scale: float,
-                preview_every: int, note: str | None, seeds: list[int] | None) -> Iterator[ImageEvent]:
-        meter = RequestMeter("t2i", self.device, self.model.dtype, kernels.describe_backends(self.device))
-        batch, grid = prefix.shape[0], self.model.config.image_grid
+        gens = [generator(seed, self.device) for seed in seeds] if seeds else None
         report_every = preview_every or REPORT_EVERY
-        steps = image_tokens(self.runner, prefix.to(self.device), params, guidance_scale,
-                             uncond.to(self.device), report_every,
-                             [_generator(seed, self.device) for seed in seeds] if seeds else None)
+        uncond = uncond if guidance_scale != 1.0 else None
+        steps = (batched_images(self.scheduler, prefix, uncond, params, guidance_scale, report_every,
+                                gens or [None] * num_images) if self.scheduler is not None
+                 else locked_images(self.runner, self.lock, prefix, uncond, params, guidance_scale, report_every, gens))
+        yield from self._images(steps, preview_every, note, seeds)
+
+    def _images(self, steps: Iterator[ImageStep], preview_every: int, note: str | None,
+                seeds: list[int] | None) -> Iterator[ImageEvent]:
+        meter = self._meter("t2i")
+        grid = self.model.config.image_grid
         have = 0  # tokens per image reported so far
         try:
             for step in steps:
-                n = step.tokens.shape[1]
+                batch, n = step.tokens.shape
                 if have == 0:
                     meter.first_token(batch)
                 else:
                     meter.tokens(batch * (n - have), steps=n - have)
                 have = n
                 show = step.done or bool(preview_every)
-                images = self.render(step.tokens, grid) if show and n >= grid else []
+                images = self._render(step.tokens, grid) if show and n >= grid else []
                 yield ImageEvent(images, meter.snapshot(step.done, "done" if step.done else None), step.done,
                                  rows_done=n // grid, note=note, seeds=seeds)
         finally:
             steps.close()
+
+    def _render(self, tokens: Tensor, grid: int) -> list[Image.Image]:
+        if self.scheduler is None:
+            return self.render(tokens, grid)  # the locked stream holds the lock already
+        return self.scheduler.call(lambda: self.render(tokens.to(self.device), grid))
 
     @torch.no_grad()
     def render(self, tokens: Tensor, grid: int) -> list[Image.Image]:
@@ -322,33 +307,17 @@ class Engine:
         return [to_pil(p) for p in pixels]
 
     # ------------------------------------------------------------------ plumbing
-    def _serialized(self):
-        return _LockedOOM(self.lock, self.device)
+    def _on_device(self, fn: Callable[[], T]) -> T:
+        """Device work outside a request (image encoding): between the scheduler's steps, or under the lock."""
+        if self.scheduler is not None:
+            return self.scheduler.call(fn)
+        with LockedOOM(self.lock, self.device):
+            return fn()
 
-
-class _LockedOOM:
-    """Holds the GPU lock; turns an out-of-memory error into an EngineError after freeing the cache."""
-
-    def __init__(self, lock: threading.Lock, device: torch.device):
-        self.lock, self.device = lock, device
-
-    def __enter__(self) -> None:
-        self.lock.acquire()
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-                raise EngineError("the GPU ran out of memory for this request; try fewer images or tokens") from exc
-        finally:
-            self.lock.release()
-        return False
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    return gen
+    def _meter(self, task: str) -> RequestMeter:
+        # with batching, clocks read without a device sync: a sync from this thread would stall the others
+        return RequestMeter(task, self.device, self.model.dtype, kernels.describe_backends(self.device),
+                            sync=self.scheduler is None)
 
 
 def _stop_note(reason: str | None, limit: int) -> str | None:

@@ -1,7 +1,8 @@
 """The one shared model and the only door to it: requests in, streamed text / images / metrics out.
 
 request -> prompt ids (tokenizer) -> model (generation) -> tokens -> text or pixels.
-GPU work is serialized by one lock. Image chats are sessions keyed by id (see `sessions.py` for what an id
+GPU work is serialized by one lock, or, with `batching`, done by one scheduler thread that steps concurrent
+requests together (scheduler.py); the streams and events are the same either way. Image chats are sessions keyed by id (see `sessions.py` for what an id
 grants and how many chats one owner may keep): each keeps its token history, its image embedding and (while
 it is among the most recent `max_live_states`) its recurrent state on the device, so a follow-up question
 costs only its own tokens. An evicted session is rebuilt from its history. Limits are checked before any
@@ -99,7 +100,7 @@ class Engine:
             "dtype": str(self.model.dtype).removeprefix("torch."), "backend": kernels.describe_backends(self.device),
             "vram_total_gib": torch.cuda.get_device_properties(self.device).total_memory / 2**30 if cuda else None,
             "caption_tokens": self.model.config.caption_len, "image_size": self.model.config.image_size,
-            "chat_positions": self.model.config.mmu_positions,
+            "chat_positions": self.model.config.mmu_positions, "batching": self.scheduler is not None,
         }
 
     # ------------------------------------------------------------------ image chat

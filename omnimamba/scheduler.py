@@ -148,18 +148,35 @@ class Scheduler:
 
     # ----- the worker -----
     def _run(self) -> None:
+        if self.model.device.type == "cuda":
+            torch.cuda.set_device(self.model.device)  # this thread's streams and graphs on the model's GPU
         if self.capture_ahead:
             for batch in self.batches.values():
-                batch.graph.capture_all()
+                try:
+                    batch.graph.capture_all()
+                except Exception:  # noqa: BLE001 - serve eagerly rather than not at all
+                    log.exception("capturing the %s batch steps failed; they run eagerly", batch.graph.task)
+                    batch.graph.graphs.clear()
         self.ready.set()
         while not self._stop:
-            busy = any(b.used() for b in self.batches.values())
-            self._drain(block=not busy and not self.waiting)
-            self._admit()
-            for task, batch in self.batches.items():
-                self._drop_cancelled(batch)
-                if batch.used():
-                    self._step(task, batch)
+            try:
+                self._turn()
+            except BaseException as exc:  # noqa: BLE001 - a bug here must not leave requests waiting forever
+                log.exception("scheduler turn failed; failing the requests in flight")
+                for job in [j for b in self.batches.values() for j in b.members()] + self.waiting:
+                    job.finish(Message("error", error=EngineError(f"the request failed in the scheduler: {exc}")))
+                self.waiting = []
+                for batch in self.batches.values():
+                    batch.layout, batch.slots = None, []
+
+    def _turn(self) -> None:
+        busy = any(b.used() for b in self.batches.values())
+        self._drain(block=not busy and not self.waiting)
+        self._admit()
+        for task, batch in self.batches.items():
+            self._drop_cancelled(batch)
+            if batch.used():
+                self._step(task, batch)
 
     def _drain(self, block: bool) -> None:
         item = self.inbox.get() if block else None

@@ -127,3 +127,23 @@ def test_a_full_queue_is_refused_with_a_clear_message(engines, monkeypatch):
     monkeypatch.setattr("omnimamba.scheduler.MAX_WAITING", 0)
     with pytest.raises(EngineError, match="busy"):
         list(batched.text_to_image("a cube", 1))
+
+
+@pytest.mark.gpu
+def test_on_cuda_every_bucket_is_captured_up_front_and_batched_requests_match_alone(tiny_model_shared, tokenizer):
+    model = copy.deepcopy(tiny_model_shared).cuda()
+    alone = Engine(copy.deepcopy(model), tokenizer)
+    batched = Engine(model, tokenizer, batching=True)
+    try:
+        assert batched.scheduler.ready.wait(300)
+        assert len(batched.scheduler.batches["mmu"].graph.graphs) == 10  # 5 buckets x greedy/sampling
+        assert len(batched.scheduler.batches["t2i"].graph.graphs) == 20  # x with/without guidance pairs
+        expected = [chat_answer(alone, *c) for c in CHATS] + [image_pixels(alone, *r) for r in IMAGES]
+        calls = [lambda c=c: chat_answer(batched, *c) for c in CHATS]
+        calls += [lambda r=r: image_pixels(batched, *r) for r in IMAGES]
+        got = together(batched, calls)
+        same = sum(str(want) == str(have) if isinstance(want, tuple) else
+                   all((a == b).all() for a, b in zip(want, have)) for want, have in zip(expected, got))
+        assert same >= len(calls) - 1  # fp32 cuBLAS may pick other kernels per batch size: near-ties only
+    finally:
+        batched.close()

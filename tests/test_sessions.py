@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from omnimamba.batching import BatchGraph
 from omnimamba.engine import SEVERAL_IMAGES, Engine, EngineError
 from omnimamba.generation import DecodeGraph
 from omnimamba.sampling import SamplingParams
@@ -59,9 +60,12 @@ def test_a_full_conversation_says_so_with_the_models_limit_and_stays_usable(tiny
     assert list(tiny_engine.chat(tiny_engine.new_session(None), "And then?", max_new_tokens=2))[-1].done
 
 
+@pytest.mark.parametrize("batching", [False, True])
 @pytest.mark.parametrize("evicted", [False, True])
 @pytest.mark.parametrize("failure", ["prefill", "embed", "decode_step"])
-def test_a_failed_turn_leaves_the_session_exactly_as_it_was(tiny_engine, monkeypatch, evicted, failure):
+def test_a_failed_turn_leaves_the_session_exactly_as_it_was(tiny_model, tokenizer, monkeypatch, evicted, failure,
+                                                            batching):
+    tiny_engine = Engine(tiny_model, tokenizer, use_cuda_graphs=False, batching=batching)
     session = tiny_engine.new_session(Image.new("RGB", (32, 32), "blue"))
     list(tiny_engine.chat(session, "What is it?", max_new_tokens=4))
     if evicted:
@@ -76,7 +80,7 @@ def test_a_failed_turn_leaves_the_session_exactly_as_it_was(tiny_engine, monkeyp
         elif failure == "embed":
             patch.setattr(tiny_engine.model, "embed_mmu" if evicted else "embed_text", broken)
         else:
-            patch.setattr(DecodeGraph, "step", broken)
+            patch.setattr(BatchGraph if batching else DecodeGraph, "step", broken)
         with pytest.raises(RuntimeError, match="simulated"):
             list(tiny_engine.chat(session, "And the colour?", max_new_tokens=6))
     assert_same(before, snapshot(tiny_engine.sessions[session]))
@@ -88,6 +92,7 @@ def test_a_failed_turn_leaves_the_session_exactly_as_it_was(tiny_engine, monkeyp
                                                 max_new_tokens=4))[-1].record)
     expected = list(tiny_engine.chat(reference, "And the colour?", max_new_tokens=3))[-1].text
     assert list(tiny_engine.chat(session, "And the colour?", max_new_tokens=3))[-1].text == expected
+    tiny_engine.close()
 
 
 def test_a_second_turn_at_the_same_time_is_refused_and_the_first_goes_on(tiny_engine):
@@ -174,7 +179,8 @@ def test_several_images_differ_by_default_and_each_seed_reproduces_its_image(tin
     final = events[-1]
     assert len(final.seeds) == 3 and len(set(final.seeds)) == 3
     pixels = [np.asarray(im) for im in final.images]
-    assert any((pixels[0] != p).any() for p in pixels[1:])
+    assert all((pixels[0] != p).mean() > 0.1 for p in pixels[1:])
     alone = list(tiny_engine.text_to_image("a red cube", 1,
                                            params=SamplingParams(1.0, SEVERAL_IMAGES.top_k, 0.0, final.seeds[2])))
-    assert alone[-1].seeds == [final.seeds[2]] and (np.asarray(alone[-1].images[0]) == pixels[2]).all()
+    # the same tokens; the VQ decoder rounds a few pixels differently for a batch of 3 than for 1
+    assert alone[-1].seeds == [final.seeds[2]] and (np.asarray(alone[-1].images[0]) != pixels[2]).mean() < 0.01

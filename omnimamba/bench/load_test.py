@@ -77,8 +77,8 @@ def one_request(client, kind: str, n: int, max_new_tokens: int, deadline: float)
             if time.perf_counter() > deadline:
                 job.cancel()
                 return Sample(kind, time.perf_counter() - t0, None, error="time limit")
-        outputs = job.outputs()
-        metrics = outputs[-1][1] if outputs else {}
+        final = job.result(timeout=max(1.0, deadline - time.perf_counter()))  # raises the app's error
+        metrics = final[1] if isinstance(final, (list, tuple)) and len(final) > 1 else {}
     except Exception as exc:  # noqa: BLE001 - a failed request is counted, the run goes on
         return Sample(kind, time.perf_counter() - t0, None, error=f"{type(exc).__name__}: {exc}"[:200])
     latency = time.perf_counter() - t0
@@ -92,7 +92,11 @@ def user_loop(url: str, user: int, kinds: list[str], max_new_tokens: int, deadli
               out: list[Sample]) -> None:
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    try:
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+    except Exception as exc:  # noqa: BLE001 - counted as this user's failed requests
+        out.extend(Sample(kind, 0.0, None, error=f"connect: {type(exc).__name__}: {exc}"[:200]) for kind in kinds)
+        return
     for i, kind in enumerate(kinds):
         if time.perf_counter() > deadline:
             return

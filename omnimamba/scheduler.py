@@ -150,6 +150,8 @@ class Scheduler:
     def _run(self) -> None:
         if self.model.device.type == "cuda":
             torch.cuda.set_device(self.model.device)  # this thread's streams and graphs on the model's GPU
+        if self.capture_ahead and self.runner.use_cuda_graphs:
+            self._capture_prefills()
         if self.capture_ahead:
             for batch in self.batches.values():
                 try:
@@ -168,6 +170,20 @@ class Scheduler:
                 self.waiting = []
                 for batch in self.batches.values():
                     batch.layout, batch.slots = None, []
+
+    def _capture_prefills(self) -> None:
+        """Record the prefill graphs requests use (chat pieces of every power-of-two size, the caption prefill
+        with and without guidance) now, so no capture happens while consumers run."""
+        try:
+            with torch.no_grad():
+                for sampling in (False, True):
+                    graph = self.runner.graph_for(GraphKey("mmu", 1, sampling, False))
+                    for size in (1 << i for i in range(11)):
+                        graph.prefix_piece(size)
+                for guided in (False, True):
+                    self.runner.graph_for(GraphKey("t2i", 1, False, guided))
+        except Exception:  # noqa: BLE001 - they are recorded on first use instead
+            log.exception("recording the prefill graphs ahead failed")
 
     def _turn(self) -> None:
         busy = any(b.used() for b in self.batches.values())

@@ -27,6 +27,8 @@ from .sampling import SamplingParams, greedy_tokens, guided_logits, sample_token
 
 log = logging.getLogger(__name__)
 
+Generators = torch.Generator | list[torch.Generator] | None  # one stream for the batch, or one per row
+
 
 class StaticGraph:
     """fn over fixed-shape tensors recorded once as a CUDA graph: calls copy new inputs into the recorded
@@ -161,15 +163,22 @@ class DecodeGraph:
         return self.piece_graphs[size]
 
     # ----- feeding tokens -----
-    def _refresh_noise(self, generator: torch.Generator | None) -> None:
-        if self.noise is not None:
-            self.noise.exponential_(generator=generator)  # outside any graph: the request's own stream
+    def _refresh_noise(self, generator: Generators) -> None:
+        """Fresh Exp(1) noise, outside any graph: from the request's own stream, or one stream per row (then a
+        row's draws depend only on its own seed, whatever the batch)."""
+        if self.noise is None:
+            return
+        if isinstance(generator, (list, tuple)):
+            for row, gen in zip(self.noise, generator):
+                row.exponential_(generator=gen)
+        else:
+            self.noise.exponential_(generator=generator)
 
     def _fed(self, tokens: int) -> None:
         self.state.seqlen += tokens
 
     @torch.no_grad()
-    def prefill(self, embeds: Tensor, generator: torch.Generator | None) -> Tensor:
+    def prefill(self, embeds: Tensor, generator: Generators) -> Tensor:
         """Run positioned embeddings (rows, L, d) through the backbone from the state; pick the first token.
         Returns it (batch,) and leaves it in self.token with self.position = the state's new length.
 
@@ -189,7 +198,7 @@ class DecodeGraph:
         return token
 
     @torch.no_grad()
-    def prefill_t2i(self, prefix_ids: Tensor, generator: torch.Generator | None) -> Tensor:
+    def prefill_t2i(self, prefix_ids: Tensor, generator: Generators) -> Tensor:
         """Text-to-image prefill of prefix_ids (rows, 72) from a zero state; a graph replay on GPU."""
         self._refresh_noise(generator)
         token = self.prefill_graph(prefix_ids) if self.prefill_graph is not None else self._prefill_prefix(prefix_ids)
@@ -197,7 +206,7 @@ class DecodeGraph:
         return token
 
     @torch.no_grad()
-    def step(self, generator: torch.Generator | None) -> Tensor:
+    def step(self, generator: Generators) -> Tensor:
         """Feed the pending token; returns the next one (batch,) on the device (no host sync)."""
         self._refresh_noise(generator)
         if self.step_graph is not None:
@@ -207,7 +216,7 @@ class DecodeGraph:
         self._fed(1)
         return self.token
 
-    def decode(self, steps: int, generator: torch.Generator | None) -> Iterator[Tensor]:
+    def decode(self, steps: int, generator: Generators) -> Iterator[Tensor]:
         """`step` `steps` times, yielding each new token."""
         for _ in range(steps):
             yield self.step(generator)
@@ -278,13 +287,13 @@ class ChatStep:
 
 @torch.no_grad()
 def chat_tokens(runner: ModelRunner, state: InferenceState, embeds: Tensor, params: SamplingParams,
-                max_new_tokens: int, generator: torch.Generator | None = None) -> Iterator[ChatStep]:
+                max_new_tokens: int, generator: Generators = None) -> Iterator[ChatStep]:
     """Continue an image chat: feed `embeds` (1, L, d) after `state`, then sample up to max_new_tokens.
 
-    Stops after EOS (id 0), at max_new_tokens, or where the 1500-row position table ends; the last step
-    carries the reason. Cancel by closing the generator between steps. Either way, once a first token has
-    been yielded, `state` holds the prompt and every yielded token except the last one (the caller feeds
-    that one, e.g. the EOS, at the start of the next turn); before that, `state` is untouched.
+    Stops after EOS (id 0), at max_new_tokens, or where the position table ends; the last step carries the
+    reason. Cancel by closing the generator between steps. Once it ends or is closed after a first token,
+    `state` holds the prompt and every yielded token except the last one (the caller feeds that one, e.g. the
+    EOS, at the start of the next turn); before that, or when a step fails, `state` is untouched.
     """
     table_rows = runner.model.config.mmu_positions
     if state.seqlen + embeds.shape[1] > table_rows:
@@ -301,11 +310,13 @@ def chat_tokens(runner: ModelRunner, state: InferenceState, embeds: Tensor, para
                 reason = "eos" if token == EOS_ID else (
                     "max_new_tokens" if budget == max_new_tokens else "position_limit")
                 yield ChatStep(token, reason)
-                return
+                break
             yield ChatStep(token)
             token = int(graph.step(generator)[0])
-    finally:
+    except GeneratorExit:  # stopped by the caller: what was taken so far is kept
         state.copy_(graph.state)
+        raise
+    state.copy_(graph.state)  # a failure leaves `state` untouched
 
 
 @dataclass
@@ -317,7 +328,7 @@ class ImageStep:
 @torch.no_grad()
 def image_tokens(runner: ModelRunner, prefix_ids: Tensor, params: SamplingParams, guidance_scale: float = 1.0,
                  uncond_ids: Tensor | None = None, report_every: int = 16,
-                 generator: torch.Generator | None = None) -> Iterator[ImageStep]:
+                 generator: Generators = None) -> Iterator[ImageStep]:
     """Text-to-image tokens for prefix_ids (batch, 72). Yields after the first token (the prefill), then
     every `report_every` tokens, and at the end (done=True). Tokens stay on the device; only a yield syncs.
 

@@ -1,5 +1,6 @@
 """Per-request numbers: time to first token, decode speed, total time, VRAM. The same numbers feed the app's
-live panel and the benchmark. Clocks are read after a device sync, so they time the GPU work, not its launch."""
+live panel and the benchmark. Clocks are read after a device sync, so they time the GPU work, not its launch;
+with batching the clocks are read when the request's tokens reach it (no sync: that would stall the batch)."""
 from __future__ import annotations
 
 import time
@@ -35,12 +36,13 @@ class RequestMetrics:
 class RequestMeter:
     """Start it at the request's start; call `first_token`, `tokens` as they come; read `snapshot()` any time."""
 
-    def __init__(self, task: str, device: torch.device, dtype: torch.dtype, backend: str):
+    def __init__(self, task: str, device: torch.device, dtype: torch.dtype, backend: str, sync: bool = True):
         self.device = device
         self.cuda = device.type == "cuda"
+        self.sync = sync and self.cuda
         name = torch.cuda.get_device_name(device) if self.cuda else "CPU"
         self.m = RequestMetrics(task=task, device=name, dtype=str(dtype).removeprefix("torch."), backend=backend)
-        if self.cuda:
+        if self.sync:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         self.t0 = time.perf_counter()
@@ -48,7 +50,7 @@ class RequestMeter:
         self.first_count = 0
 
     def _now(self) -> float:
-        if self.cuda:
+        if self.sync:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 

@@ -8,6 +8,8 @@ same tokens. All parameters are tensors, so one captured CUDA graph serves every
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -22,18 +24,32 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.temperature <= 10.0):
-            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
-        if not (0 <= self.top_k <= 1_000_000) or int(self.top_k) != self.top_k:
-            raise ValueError(f"top_k must be a whole number >= 0 (1 = greedy, 0 = off), got {self.top_k}")
-        if not (0.0 <= self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in [0, 1] (0 = off), got {self.top_p}")
-        if self.seed is not None and not (0 <= self.seed < 2**63):
-            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        check_number("temperature", self.temperature, 0.0, 10.0)
+        check_whole("top_k", self.top_k, 0, 1_000_000, "(1 = greedy, 0 = off)")
+        check_number("top_p", self.top_p, 0.0, 1.0, "(0 = off)")
+        if self.seed is not None:
+            check_whole("seed", self.seed, 0, 2**63 - 1)
 
     @property
     def greedy(self) -> bool:
         return self.top_k == 1 or self.temperature == 0.0
+
+
+def check_whole(name: str, value: object, low: int, high: int, hint: str = "") -> int:
+    """`value` as an int in [low, high]; bools, floats (even 2.0) and NaN are refused with a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number in {low}..{high}{' ' + hint if hint else ''}, "
+                         f"got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value: object, low: float, high: float, hint: str = "") -> float:
+    """`value` as a float in [low, high]; bools, NaN and non-numbers are refused with a ValueError."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
+            or not low <= value <= high):
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}]{' ' + hint if hint else ''}, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def greedy_tokens(logits: Tensor) -> Tensor:

@@ -105,11 +105,11 @@ def test_guided_images_differ_from_plain_ones_and_seeds_repeat(tiny_engine):
 
 @pytest.mark.parametrize("call,message", [
     (lambda e: list(e.text_to_image("   ", 1)), "prompt is empty"),
-    (lambda e: list(e.text_to_image("cat", 9)), "number of images must be in 1..8"),
-    (lambda e: list(e.text_to_image("cat", 1, guidance_scale=-1)), "guidance scale"),
+    (lambda e: list(e.text_to_image("cat", 9)), "num_images must be a whole number in 1..8"),
+    (lambda e: list(e.text_to_image("cat", 1, guidance_scale=-1)), r"guidance_scale must be a number in \[0, 20\]"),
     (lambda e: list(e.chat("nope", "hi")), "expired"),
     (lambda e: list(e.chat(e.new_session(None), "")), "question is empty"),
-    (lambda e: list(e.chat(e.new_session(None), "hi", max_new_tokens=0)), "max new tokens must be at least 1"),
+    (lambda e: list(e.chat(e.new_session(None), "hi", max_new_tokens=0)), "max_new_tokens must be a whole number in 1..65536"),
     (lambda e: e.new_session(Image.new("RGB", (9000, 9000))), "megapixels"),
 ])
 def test_bad_requests_get_clear_errors_and_release_the_engine(tiny_engine, call, message):

@@ -1,0 +1,76 @@
+"""Engine-level concurrency check (no app): N threads each send one request to one engine, with batching on
+and off, for the issue-15 goals (N one-image requests within 2x one alone; chat decoding at 8 users >= 5x
+batch 1; p95 time to first token with 8 users chatting).
+
+    python -m omnimamba.bench.concurrency [--model tiny-random|hustvl/OmniMamba] [--users 1 8 16]
+        [--task image|chat] [--max-new-tokens 128] [--out results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+from ..engine import Engine
+from ..sampling import SamplingParams
+
+
+def one(engine: Engine, task: str, i: int, max_new_tokens: int) -> dict:
+    t0 = time.perf_counter()
+    first, tokens = None, 0
+    if task == "image":
+        events = engine.text_to_image(f"a photo of object number {i}", 1, SamplingParams(top_k=0, seed=i))
+    else:
+        session = engine.new_session(None)
+        events = engine.chat(session, f"Tell me a long story about the number {i}.", SamplingParams(),
+                             max_new_tokens)
+    for event in events:
+        first = first or time.perf_counter()
+        tokens = event.metrics.tokens
+    return {"latency_s": time.perf_counter() - t0, "ttft_s": (first or t0) - t0, "tokens": tokens}
+
+
+def run(engine: Engine, task: str, users: int, max_new_tokens: int) -> dict:
+    results: list[dict] = [{}] * users
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, one(engine, task, i, max_new_tokens)))
+               for i in range(users)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r["ttft_s"] for r in results)
+    return {"task": task, "users": users, "wall_s": round(wall, 3),
+            "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 1),
+            "latency_max_s": round(max(r["latency_s"] for r in results), 3),
+            "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))], 4)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny-random")
+    p.add_argument("--users", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--task", choices=["image", "chat"], nargs="+", default=["image", "chat"])
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    rows = []
+    for batching in (True, False):
+        engine = Engine.load(args.model, batching=batching)
+        for task in args.task:
+            run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
+            for users in args.users:
+                rows.append({"batching": batching, **run(engine, task, users, args.max_new_tokens)})
+                print(json.dumps(rows[-1]), flush=True)
+        engine.close()
+        del engine
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

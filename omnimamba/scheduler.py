@@ -1,0 +1,372 @@
+"""Continuous batching: one worker thread does all device work; concurrent requests share decode steps.
+
+    submit(job) -> waiting -> prefill alone (its own one-row state) -> joins its task's decode batch
+                -> one batched step per loop turn, tokens sent to each request's queue -> leaves when done,
+                   stopped (cancel), or failed; its slot is free at the next step.
+
+Chats and text-to-image run in two batches (different heads and position tables), stepped in turn. A chat's
+prompt has any length, so every request prefills alone and then joins; a text-to-image request prefills its
+caption once (and the unconditional one when guided) and its images take one slot each. Other device work
+(image encoding, rendering) is queued as `call`s that run between steps, so only this thread touches the GPU
+once serving starts (CUDA-graph capture needs that). Every accepted request ends with an "end" message or
+its error; the consumer side blocks on its queue and notices a dead worker.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .batching import BUCKETS, BatchGraph, Layout, SlotKnobs, bucket_for
+from .config import EOS_ID
+from .events import EngineError
+from .generation import GraphKey, ModelRunner
+from .model import InferenceState
+from .sampling import SamplingParams, sample_tokens
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING = 64  # requests beyond this many waiting are refused at once ("busy"), never silently dropped
+
+
+@dataclass
+class Message:
+    kind: str  # "tokens" (chat: one token; images: the new column), "end", "error"
+    tokens: list[int] = field(default_factory=list)
+    stop_reason: str | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class Job:
+    """One request. The consumer reads `out`; it sets `cancel` to stop (the slot frees at the next step)."""
+    params: SamplingParams
+    generators: list[torch.Generator | None]  # one per sequence (a chat has one)
+    out: queue.Queue = field(default_factory=queue.Queue)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    slots: list[int] = field(default_factory=list)
+    produced: list[list[int]] = field(default_factory=list)  # tokens per sequence
+    over: str | None = None  # "end" or "error" once the worker let it go (set before the message is sent)
+
+    def finish(self, message: Message) -> None:
+        self.over = message.kind
+        self.out.put(message)
+
+    @property
+    def width(self) -> int:
+        return len(self.generators)
+
+
+@dataclass(eq=False)
+class ChatJob(Job):
+    prepare: Callable[[], tuple[InferenceState, Tensor]] | None = None  # on the worker: (working state, embeds)
+    max_new_tokens: int = 1
+    state: InferenceState | None = None  # the chat's own one-row state; holds the prompt and fed tokens at "end"
+    budget: int = 0
+    seqlen: int = 0  # the state's length once it has taken what was fed
+
+
+@dataclass(eq=False)
+class ImageJob(Job):
+    prefix: Tensor | None = None  # (1, 72) caption ids
+    uncond: Tensor | None = None  # (1, 72) the unconditional caption when guided
+    guidance_scale: float = 1.0
+
+
+@dataclass
+class Batch:
+    graph: BatchGraph
+    layout: Layout | None = None
+    slots: list[tuple[Job, int] | None] = field(default_factory=list)  # (job, its sequence) per slot
+
+    def members(self) -> list[Job]:
+        return list(dict.fromkeys(entry[0] for entry in self.slots if entry is not None))
+
+    def used(self) -> int:
+        return sum(entry is not None for entry in self.slots)
+
+
+class Scheduler:
+    def __init__(self, runner: ModelRunner, capture_ahead: bool = True):
+        self.runner, self.model = runner, runner.model
+        self.inbox: queue.Queue = queue.Queue()
+        self.waiting: list[Job] = []
+        self.batches = {task: Batch(BatchGraph(self.model, task, runner.image_table, runner.use_cuda_graphs,
+                                               runner.pool)) for task in ("mmu", "t2i")}
+        self.capture_ahead = capture_ahead
+        self.stats = {"steps": 0, "widest": 0}  # batched steps run, most sequences in one step
+        self._stop = False
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="omnimamba-scheduler", daemon=True)
+        self.thread.start()
+
+    # ----- consumer side (any thread) -----
+    def submit(self, job: Job) -> None:
+        if self.inbox.qsize() + len(self.waiting) >= MAX_WAITING:
+            raise EngineError("the server is busy with other requests; try again in a moment")
+        self._check_alive()
+        self.inbox.put(job)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the worker between steps and return its result (or raise its error)."""
+        if threading.current_thread() is self.thread:
+            return fn()
+        future: Future = Future()
+        self._check_alive()
+        self.inbox.put((fn, future))
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except TimeoutError:
+                self._check_alive()
+
+    def receive(self, job: Job) -> Message:
+        """The job's next message; an error message is raised."""
+        while True:
+            try:
+                message = job.out.get(timeout=1.0)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if message.kind == "error":
+                raise message.error
+            return message
+
+    def close(self) -> None:
+        self._stop = True
+        self.inbox.put(None)
+
+    def _check_alive(self) -> None:
+        if not self.thread.is_alive():
+            raise EngineError("the engine's scheduler has stopped; restart the server")
+
+    # ----- the worker -----
+    def _run(self) -> None:
+        if self.model.device.type == "cuda":
+            torch.cuda.set_device(self.model.device)  # this thread's streams and graphs on the model's GPU
+        if self.capture_ahead and self.runner.use_cuda_graphs:
+            self._capture_prefills()
+        if self.capture_ahead:
+            for batch in self.batches.values():
+                try:
+                    batch.graph.capture_all()
+                except Exception:  # noqa: BLE001 - serve eagerly rather than not at all
+                    log.exception("capturing the %s batch steps failed; they run eagerly", batch.graph.task)
+                    batch.graph.graphs.clear()
+        self.ready.set()
+        while not self._stop:
+            try:
+                self._turn()
+            except BaseException as exc:  # noqa: BLE001 - a bug here must not leave requests waiting forever
+                log.exception("scheduler turn failed; failing the requests in flight")
+                for job in [j for b in self.batches.values() for j in b.members()] + self.waiting:
+                    job.finish(Message("error", error=EngineError(f"the request failed in the scheduler: {exc}")))
+                self.waiting = []
+                for batch in self.batches.values():
+                    batch.layout, batch.slots = None, []
+
+    def _capture_prefills(self) -> None:
+        """Record the prefill graphs requests use (chat pieces of every power-of-two size, the caption prefill
+        with and without guidance) now, so no capture happens while consumers run."""
+        try:
+            with torch.no_grad():
+                for sampling in (False, True):
+                    graph = self.runner.graph_for(GraphKey("mmu", 1, sampling, False))
+                    for size in (1 << i for i in range(11)):
+                        graph.prefix_piece(size)
+                for guided in (False, True):
+                    self.runner.graph_for(GraphKey("t2i", 1, False, guided))
+        except Exception:  # noqa: BLE001 - they are recorded on first use instead
+            log.exception("recording the prefill graphs ahead failed")
+
+    def _turn(self) -> None:
+        busy = any(b.used() for b in self.batches.values())
+        self._drain(block=not busy and not self.waiting)
+        self._admit()
+        for task, batch in self.batches.items():
+            self._drop_cancelled(batch)
+            if batch.used():
+                self._step(task, batch)
+
+    def _drain(self, block: bool) -> None:
+        item = self.inbox.get() if block else None
+        while True:
+            if item is not None:
+                if isinstance(item, tuple):
+                    fn, future = item
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(_user_error(exc))
+                else:
+                    self.waiting.append(item)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _admit(self) -> None:
+        """Prefill waiting requests (oldest first) while their task's batch has room."""
+        still: list[Job] = []
+        for job in self.waiting:
+            task = _task(job)
+            if job.cancel.is_set():  # stopped before its prefill: nothing happened
+                job.finish(Message("end", stop_reason="cancelled"))
+            elif self.batches[task].used() + job.width > BUCKETS[-1] or any(_task(j) == task for j in still):
+                still.append(job)  # no room yet; keep the order within a task
+            else:
+                self._start(task, job)
+        self.waiting = still
+
+    def _start(self, task: str, job: Job) -> None:
+        try:
+            with torch.no_grad():
+                ready = self._prefill_chat(job) if task == "mmu" else self._prefill_images(job)
+            if ready is not None:
+                self._join(self.batches[task], job, *ready)
+        except BaseException as exc:  # noqa: BLE001 - the request fails, the worker goes on
+            log.debug("request failed in prefill", exc_info=True)
+            job.finish(Message("error", error=_user_error(exc)))
+
+    def _prefill_chat(self, job: ChatJob) -> tuple | None:
+        state, embeds = job.prepare()
+        limit = self.model.config.mmu_positions
+        room = limit - state.seqlen - embeds.shape[1]
+        job.budget = min(job.max_new_tokens, room + 1)
+        graph = self.runner.graph_for(GraphKey("mmu", 1, not job.params.greedy, False))
+        graph.set_sampling(job.params, 1.0)
+        graph.load_state(state)
+        token = int(graph.prefill(embeds, job.generators[0])[0])
+        job.state, job.seqlen, job.produced = state, graph.state.seqlen, [[token]]
+        reason = self._stop_reason(job, token)
+        if reason is not None:  # a one-token answer: the prompt is all the state takes
+            job.state.copy_(graph.state)
+        job.out.put(Message("tokens", [token], reason))
+        if reason is not None:
+            job.finish(Message("end", stop_reason=reason))
+            return None
+        return graph.state, [0], [None], graph.token[0], int(graph.position)
+
+    def _prefill_images(self, job: ImageJob) -> tuple | None:
+        guided = job.uncond is not None
+        graph = self.runner.graph_for(GraphKey("t2i", 1, False, guided))
+        graph.set_sampling(SamplingParams(), job.guidance_scale)
+        graph.load_state(None)
+        ids = torch.cat([job.prefix, job.uncond]) if guided else job.prefix
+        graph.prefill_t2i(ids.to(self.model.device), None)
+        n = job.width
+        logits = graph.logits.expand(n, -1)  # after guidance; every image starts from the same prompt
+        tokens = logits.argmax(-1)
+        if not job.params.greedy:
+            noise = torch.stack([torch.empty_like(logits[0]).exponential_(generator=g) for g in job.generators])
+            knob = lambda v, dtype=None: torch.full((n, 1), v, device=logits.device, dtype=dtype)  # noqa: E731
+            tokens = sample_tokens(logits, knob(max(job.params.temperature, 1e-5)),
+                                   knob(job.params.top_k, torch.long), knob(job.params.top_p), noise)
+        first = tokens.tolist()
+        job.produced = [[t] for t in first]
+        job.out.put(Message("tokens", first))
+        return graph.state, [0] * n, [1 if guided else None] * n, tokens, int(graph.position)
+
+    def _join(self, batch: Batch, job: Job, source: InferenceState, rows: list[int], uncond_rows: list,
+              tokens: Tensor | int, position: int) -> None:
+        knobs = SlotKnobs(job.params, getattr(job, "guidance_scale", 1.0))
+        needed = batch.used() + job.width
+        pairs = knobs.guided or any(SlotKnobs(j.params, getattr(j, "guidance_scale", 1.0)).guided
+                                    for j in batch.members())
+        free = [s for s, e in enumerate(batch.slots) if e is None]
+        if batch.layout is None or len(free) < job.width or pairs != batch.layout.pairs:
+            self._relayout(batch, Layout(bucket_for(needed), pairs))
+            free = [s for s, e in enumerate(batch.slots) if e is None]
+        job.slots = free[:job.width]
+        for i, slot in enumerate(job.slots):
+            batch.slots[slot] = (job, i)
+            token = tokens if isinstance(tokens, int) or tokens.dim() == 0 else tokens[i]
+            batch.graph.put(batch.layout, slot, source, rows[i], uncond_rows[i], token, position, knobs)
+
+    def _relayout(self, batch: Batch, new: Layout) -> None:
+        """Pack the occupied slots into the first ones of the `new` layout."""
+        occupied = [s for s, e in enumerate(batch.slots) if e is not None]
+        if batch.layout is not None:
+            batch.graph.move(batch.layout, new, [(s, d) for d, s in enumerate(occupied) if s != d or
+                                                 new != batch.layout])
+        entries = [batch.slots[s] for s in occupied]
+        batch.slots = entries + [None] * (new.size - len(entries))
+        for d, (job, i) in enumerate(entries):
+            job.slots[i] = d
+        batch.layout = new
+
+    def _leave(self, batch: Batch, job: Job, reason: str | None) -> None:
+        if isinstance(job, ChatJob) and job.state is not None:
+            batch.graph.take(batch.layout, job.slots[0], job.state)
+            job.state.seqlen = job.seqlen + len(job.produced[0]) - 1
+        for slot in job.slots:
+            batch.slots[slot] = None
+        job.finish(Message("end", stop_reason=reason))
+        members = batch.members()
+        if not members:
+            batch.layout, batch.slots = None, []
+            return
+        pairs = any(SlotKnobs(j.params, getattr(j, "guidance_scale", 1.0)).guided for j in members)
+        size = bucket_for(batch.used())
+        if size < batch.layout.size or pairs != batch.layout.pairs:
+            self._relayout(batch, Layout(size, pairs))
+
+    def _drop_cancelled(self, batch: Batch) -> None:
+        for job in batch.members():
+            if job.cancel.is_set():
+                self._leave(batch, job, "cancelled")
+
+    def _step(self, task: str, batch: Batch) -> None:
+        try:
+            layout = batch.layout
+            sampling = [(s, e[0].generators[e[1]]) for s, e in enumerate(batch.slots)
+                        if e is not None and not e[0].params.greedy]
+            batch.graph.refresh_noise(sampling)
+            batch.graph.step(layout, bool(sampling))
+            tokens = batch.graph.token[:layout.size].tolist()
+            self.stats["steps"] += 1
+            self.stats["widest"] = max(self.stats["widest"], batch.used())
+        except BaseException as exc:  # noqa: BLE001 - every request of the batch fails; the worker goes on
+            log.exception("batched %s step failed", task)
+            for job in batch.members():
+                job.finish(Message("error", error=_user_error(exc)))
+            batch.layout, batch.slots = None, []
+            return
+        columns = [(job, [tokens[s] for s in job.slots]) for job in batch.members()]  # before anyone leaves
+        for job, column in columns:
+            for seq, token in zip(job.produced, column):
+                seq.append(token)
+            if isinstance(job, ChatJob):
+                reason = self._stop_reason(job, column[0])
+                job.out.put(Message("tokens", column, reason))
+            else:
+                reason = "done" if len(job.produced[0]) == self.model.config.num_image_tokens else None
+                job.out.put(Message("tokens", column))
+            if reason is not None:
+                self._leave(batch, job, reason)
+
+    @staticmethod
+    def _stop_reason(job: ChatJob, token: int) -> str | None:
+        n = len(job.produced[0])
+        if token == EOS_ID:
+            return "eos"
+        if n == job.budget:
+            return "max_new_tokens" if job.budget == job.max_new_tokens else "position_limit"
+        return None
+
+
+def _task(job: Job) -> str:
+    return "mmu" if isinstance(job, ChatJob) else "t2i"
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
+        return EngineError("the GPU ran out of memory for this request; try fewer images or tokens")
+    return exc

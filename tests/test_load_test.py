@@ -1,0 +1,50 @@
+"""The load test against the tiny model's app served in-process (CPU, 2 users, one request each)."""
+import socket
+import time
+
+import pytest
+
+from omnimamba.bench import load_test
+from omnimamba.engine import Engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def patient_url_ok(url: str) -> bool:
+    """Gradio's launch probe gives the page 5 x 3 s; a loaded CI machine may need longer to serve it."""
+    import httpx
+    for _ in range(10):
+        try:
+            if httpx.head(url, timeout=20).status_code < 400:
+                return True
+        except httpx.HTTPError:
+            time.sleep(1)
+    return False
+
+
+def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, tokenizer, monkeypatch):
+    app = pytest.importorskip("app")
+    monkeypatch.setattr("gradio.networking.url_ok", patient_url_ok)
+    engine = Engine(tiny_model, tokenizer, use_cuda_graphs=False, batching=True)
+    demo = app.build_demo(engine)
+    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
+    try:
+        reports = load_test.main(["--url", url, "--users", "2", "--requests", "1", "--max-new-tokens", "4",
+                                  "--time-limit", "120"])
+    finally:
+        demo.close()
+        engine.close()
+    assert [(r.users, r.mode) for r in reports] == [(2, "concurrent"), (2, "one at a time")]
+    for report in reports:
+        assert (report.done, report.failed) == (2, 0), report.errors
+        assert report.images_per_s > 0 and report.chat_tokens_per_s > 0  # one chat and one image each run
+        assert report.latency_p50_s <= report.latency_p95_s and report.ttft_p50_s is not None
+
+
+def test_the_load_test_only_drives_a_local_app():
+    with pytest.raises(SystemExit, match="only drives an app on this machine"):
+        load_test.main(["--url", "http://10.1.2.3:7860/", "--users", "1"])

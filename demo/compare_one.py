@@ -86,7 +86,7 @@ class CompareOneHandlers(Handlers):
         return picture, manifest_record(showo, ours), ours, showo
 
     def compare_answers(self, image: str | None, question: str, showo_answer: str | None, max_new_tokens: float,
-                        temperature: float, top_k: float, top_p: float, seed: float | None
+                        temperature: float, top_k: float, top_p: float, seed: float | None, tap: Tap | None = None
                         ) -> tuple[str, dict, Item, Item | None]:
         """OmniMamba's answer to `question` about `image`, recorded beside Show-o's answer (when given)."""
         question = text_input(question, "question", MAX_QUESTION_CHARS)

@@ -49,7 +49,7 @@ def served(engine):
     demo = app.build_demo(engine)
     url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
     try:
-        yield engine, Client(url, verbose=False, download_files=False)
+        yield engine, Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
     finally:
         demo.close()
 

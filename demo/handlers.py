@@ -31,8 +31,7 @@ def message_of(exc: BaseException, name: str) -> str:
     if isinstance(exc, PositionLimitError):
         return position_message(exc)
     if isinstance(exc, (EngineError, CompareError, ImageError, PromptError)):
-        text = str(exc)
-        return text[:1].upper() + text[1:]
+        return str(exc)
     log.error("handler %s failed", name, exc_info=exc)
     return "Something went wrong on the server (it is logged there). Please try again."
 

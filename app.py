@@ -311,7 +311,7 @@ def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> 
     with gr.Blocks(title="OmniMamba", delete_cache=(3600, 3600)) as demo:
         gr.HTML(header_html(ui.chat.info, notice), elem_id="om-header")
         panel = gr.HTML(ui.chat.panel(), elem_id="om-panel", js_on_load=None)
-        with gr.Tabs():
+        with gr.Tabs(elem_id="om-tabs"):
             with gr.Tab("Image chat", id="chat"):
                 chat_tab(ui.chat, panel, examples["chat"])
             with gr.Tab("Text to image", id="t2i"):

@@ -104,7 +104,9 @@ def chat_tab(ui: ChatHandlers, panel: gr.HTML, examples: list[dict]) -> None:
     for start in (sent, retried):
         answering.append(start.success(**answer))
         start.failure(**ready)  # respond ends with a ready input itself; this is for a failed start
-    box.stop(ui.stopped, [conv], [panel, note, box], cancels=answering, api_visibility="private", queue=False)
+    # the cancel first, then the stopped state: an update of the cancelled stream can no longer overwrite it
+    box.stop(None, cancels=answering, api_visibility="private").then(
+        ui.stopped, [conv], [panel, note, box], api_visibility="private", concurrency_limit=None)
     chatbot.clear(ui.clear, [conv], [chatbot, conv, note, box], cancels=answering, api_visibility="private")
 
 
@@ -137,7 +139,8 @@ def t2i_tab(ui: ImageHandlers, panel: gr.HTML, prompts: list[str]) -> None:
     handler = beside(ui.images, 4, note=1, panel=2, panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     generating = gr.on([go.click, prompt.submit], inputs=inputs, outputs=[gallery, note, panel, last],
                        api_visibility="private", **gpu_event(handler, by_images(1, 6)))
-    stop.click(ui.stopped, [last], [note, panel], cancels=[generating], api_visibility="private", queue=False)
+    stop.click(None, cancels=[generating], api_visibility="private").then(
+        ui.stopped, [last], [note, panel], api_visibility="private", concurrency_limit=None)
 
 
 COMPARE_INTRO = """Put OmniMamba beside [Show-o](https://github.com/showlab/Show-o). Show-o runs in its own
@@ -215,8 +218,9 @@ def compare_set_view(ui: ComparePairHandlers, panel: gr.HTML) -> None:
                          **gpu_event(beside(ui.make_pair, 12, note=2, **not_done), one_pair(guidance=6, tokens=7))),
               make_all.click(inputs=[cset, *settings], outputs=[*outputs, panel], api_visibility="private",
                              **gpu_event(beside(ui.make_all, 12, note=2, **not_done), None))]  # GPU once per pair
-    stop.click(lambda: ui.ended_panel(None, "Stopped", "Compare"), None, panel, cancels=making,
-               api_visibility="private", queue=False)
+    stop.click(None, cancels=making, api_visibility="private").then(
+        lambda: ui.ended_panel(None, "Stopped", "Compare"), None, panel, api_visibility="private",
+        concurrency_limit=None)
 
 
 def compare_images_side(ui: CompareOneHandlers, panel: gr.HTML, prompts: list[str]) -> None:

@@ -291,3 +291,17 @@ def test_the_pair_table_says_what_each_side_recorded():
 def test_warm_up_runs_one_request_of_each_kind(engine):
     warm_up(engine)
     assert not engine.lock.locked()
+
+
+def test_a_bad_load_keeps_the_set_loaded_before_and_says_so(engine, tmp_path):
+    ui = ComparePairHandlers(engine)
+    files = write_showo_set(tmp_path / "good")
+    cset = ui.load_set([str(f) for f in files], None, CompareSet())[0]
+    try:
+        outputs = ui.load_set([str(files[0])], None, cset)
+        assert outputs[0] is cset and len(cset.showo) == 3 and Path(cset.folder).is_dir()
+        status = outputs[2].replace("\\", "")
+        assert "Also upload the prompts" in status and "still loaded (3 pairs)" in status
+        assert all(isinstance(value, type(gr.skip())) for i, value in enumerate(outputs) if i not in (0, 2))
+    finally:
+        cset.close()

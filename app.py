@@ -240,9 +240,11 @@ def compare_images_side(ui: CompareOneHandlers, panel: gr.HTML, prompts: list[st
             table = gr.Markdown(latex_delimiters=[], elem_id="om-compare-table")
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
-    handler = beside(ui.compare_images_ui, 4, note=2, panel=3, panel_html_of=lambda: ui.ended_panel(None, "Not done"))
+    handler = beside(ui.compare_images_ui, 4, note=2, panel=3,
+                     panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     go.click(inputs=[prompt, seed, showo_image, temperature, top_k, top_p, guidance],
-             outputs=[picture, record, table, panel], api_visibility="private", **gpu_event(handler, by_images(None, 6)))
+             outputs=[picture, record, table, panel], api_visibility="private",
+             **gpu_event(handler, by_images(None, 6)))
 
 
 def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list[list[str]]) -> None:
@@ -263,7 +265,8 @@ def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list
             table = gr.Markdown(latex_delimiters=[])
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
-    handler = beside(ui.compare_answers_ui, 4, note=2, panel=3, panel_html_of=lambda: ui.ended_panel(None, "Not done"))
+    handler = beside(ui.compare_answers_ui, 4, note=2, panel=3,
+                     panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     ask.click(inputs=[image, question, showo_answer, *settings], outputs=[answer, record, table, panel],
               api_visibility="private", **gpu_event(handler, by_tokens(3)))
 

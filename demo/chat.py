@@ -71,6 +71,15 @@ def fits(engine: Engine, record: ChatRecord, question: str) -> None:
                  f"{carried + len(turn):,} more. Start a new chat (clear it) to go on, or ask a shorter question.")
 
 
+def owned(method: Any, request: gr.Request | None) -> dict:
+    """{"owner": the client's Gradio session} when the engine's `method` bounds sessions per owner, else {}: one
+    client opening many chats then evicts only its own."""
+    import inspect
+
+    owner = getattr(request, "session_hash", None)
+    return {"owner": owner} if owner and "owner" in inspect.signature(method).parameters else {}
+
+
 def session_record(engine: Engine, session_id: str) -> ChatRecord | None:
     """The engine session's ids as a record (None when the engine does not expose them: no pre-check then)."""
     try:
@@ -114,7 +123,8 @@ class ChatHandlers(Handlers):
         return history + [{"role": "user", "content": text}], input_box(busy=True), conv, note
 
     def respond(self, history: list, conv: Conversation, max_new_tokens: float, temperature: float, top_k: float,
-                top_p: float, seed: float | None) -> Iterator[tuple[list, Conversation, str, str, Any]]:
+                top_p: float, seed: float | None, request: gr.Request | None = None
+                ) -> Iterator[tuple[list, Conversation, str, str, Any]]:
         """Stream (chat, state, panel, note, input box). Whatever happens, the last update re-enables the input and
         takes the panel out of its working state; a failure is said in the note, the conversation kept as it was."""
         if conv.pending is None:  # nothing to answer (the message was refused)
@@ -124,7 +134,7 @@ class ChatHandlers(Handlers):
         shown = history
         try:
             for shown, panel, note in self.answer(history, conv, question, max_new_tokens, temperature, top_k,
-                                                  top_p, seed):
+                                                  top_p, seed, owned(self.engine.restore_session, request)):
                 yield shown, conv, panel, note, gr.skip()
         except Exception as exc:  # the question goes back into the box, to be changed and sent again
             answered = bool(shown) and shown[-1].get("role") == "assistant" and bool(shown[-1].get("content"))
@@ -134,12 +144,13 @@ class ChatHandlers(Handlers):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), input_box()
 
     def answer(self, history: list, conv: Conversation, question: str, max_new_tokens: float, temperature: float,
-               top_k: float, top_p: float, seed: float | None) -> Iterator[tuple[list, str, str]]:
+               top_k: float, top_p: float, seed: float | None, owner: dict | None = None
+               ) -> Iterator[tuple[list, str, str]]:
         params = sampling(temperature, top_k, top_p, seed)
         limit = new_tokens(max_new_tokens)
         reading = not self.engine.has_session(conv.session_id) and conv.image
         yield history, self.panel(progress="reading the image…" if reading else "starting"), ""
-        session = self.session(conv)
+        session = self.session(conv, owner or {})
         history = history + [{"role": "assistant", "content": ""}]
         turn, event = None, None
         with closing(self.engine.chat(session, question, params, limit)) as events:
@@ -159,7 +170,7 @@ class ChatHandlers(Handlers):
         return (self.ended_panel(conv.last_metrics, "Stopped"),
                 "**Stopped.** The answer so far is kept; a follow-up goes on from it.", input_box())
 
-    def session(self, conv: Conversation) -> str:
+    def session(self, conv: Conversation, owner: dict | None = None) -> str:
         """The engine session of `conv`; when the engine no longer has it, a new one fed the image and the
         last turn's record."""
         if self.engine.has_session(conv.session_id):
@@ -167,7 +178,7 @@ class ChatHandlers(Handlers):
         if conv.image and not Path(conv.image).is_file():
             raise refuse("This conversation's image is no longer on the server; attach it again to go on.")
         image = open_image(conv.image) if conv.image else None
-        conv.session_id = self.engine.restore_session(image, conv.record)
+        conv.session_id = self.engine.restore_session(image, conv.record, **(owner or {}))
         return conv.session_id
 
     def retry(self, history: list, conv: Conversation) -> tuple[list, Conversation, Any, str]:
@@ -193,17 +204,18 @@ class ChatHandlers(Handlers):
             conv.session_id = None
 
     def api_chat(self, image: str | None, question: str, session_id: str | None, max_new_tokens: float,
-                 temperature: float, top_k: float, top_p: float, seed: float | None
-                 ) -> Iterator[tuple[str, dict, str]]:
+                 temperature: float, top_k: float, top_p: float, seed: float | None,
+                 request: gr.Request | None = None) -> Iterator[tuple[str, dict, str]]:
         """Stream (answer so far, metrics, session_id). An image starts a new conversation; no image and a
         session_id from an earlier call asks a follow-up (the model's state is reused); neither: text only."""
         question = text_input(question, "question", MAX_QUESTION_CHARS)
         params = sampling(temperature, top_k, top_p, seed)
         limit = new_tokens(max_new_tokens)
+        owner = owned(self.engine.new_session, request)
         if image:
             picture = open_image(image)
             fits(self.engine, ChatRecord(), question)
-            session_id = self.engine.new_session(picture)
+            session_id = self.engine.new_session(picture, **owner)
         elif session_id:
             if not self.engine.has_session(session_id):
                 raise refuse("Unknown or expired session_id: start a new conversation (send the image again).")
@@ -212,7 +224,7 @@ class ChatHandlers(Handlers):
                 fits(self.engine, record, question)
         else:
             fits(self.engine, ChatRecord(), question)
-            session_id = self.engine.new_session(None)
+            session_id = self.engine.new_session(None, **owner)
         with closing(self.engine.chat(session_id, question, params, limit)) as events:
             for event in events:
                 yield event.text, {**event.metrics.as_dict(), "seed": params.seed, "note": event.note}, session_id

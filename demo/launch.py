@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=env("OMNIMAMBA_MODEL", "auto"),
                    help="auto (the official weights when cached, else the shipped 'shapes' model), shapes, a Hub id, "
-                        "a local OmniMamba-1.3b.pth or folder, a model .safetensors, or tiny-random (env OMNIMAMBA_MODEL)")
+                        "a local OmniMamba-1.3b.pth or folder, a model .safetensors, or tiny-random "
+                        "(env OMNIMAMBA_MODEL)")
     p.add_argument("--revision", default=env("OMNIMAMBA_REVISION"), help="Hub revision (env OMNIMAMBA_REVISION)")
     p.add_argument("--device", default=env("OMNIMAMBA_DEVICE"), help="cuda, cuda:1, cpu (env OMNIMAMBA_DEVICE)")
     p.add_argument("--dtype", default=env("OMNIMAMBA_DTYPE"), choices=sorted(DTYPES),

@@ -340,3 +340,19 @@ def test_the_default_model_is_the_shipped_one_with_a_banner(tmp_path, monkeypatc
     header = app.header_html({**engine.info(), "size": app.model_size(engine.model)}, choice.notice)
     assert "om-banner" in header and "python -m omnimamba download" in header
     assert "one 1.3B-parameter" not in header and "-parameter Mamba-2 model" in header, "the real size"
+
+
+def test_a_clients_session_owner_reaches_an_engine_that_takes_one(served, monkeypatch):
+    """Issue 13 item 22, the app's side: when the engine bounds sessions per owner (new_session(..., owner=)), each
+    API client's chats are opened under its own Gradio session."""
+    engine, client = served
+    owners, new_session = [], engine.new_session
+
+    def per_owner(image=None, owner=None):
+        owners.append(owner)
+        return new_session(image)
+    monkeypatch.setattr(engine, "new_session", per_owner)
+    chat(client, max_new_tokens=2)
+    other = Client(client.src, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+    chat(other, max_new_tokens=2)
+    assert len(owners) == 2 and all(owners) and owners[0] != owners[1]

@@ -1,7 +1,8 @@
 """OmniMamba demo: image chat and text-to-image from one Mamba-2 model, with a live speed / memory panel.
 
-    python app.py                       # the official weights from the Hub, on http://127.0.0.1:7860
-    python app.py --model tiny-random   # a random tiny model: try the interface without weights
+    python app.py                       # the official weights when cached, else the shipped shapes model; :7860
+    python app.py --model hustvl/OmniMamba   # the official weights (downloaded on first use)
+    python app.py --model shapes        # the small model shipped with the package
     python app.py --help                # every flag; each also reads an OMNIMAMBA_* environment variable
 
 Layout and event wiring only. The handlers, input checks and formatting are in demo/ (one module per tab);
@@ -28,17 +29,18 @@ from demo.compare_one import CompareOneHandlers
 from demo.compare_pairs import ComparePairHandlers
 from demo.format import header_html, set_status
 from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, one_pair
-from demo.handlers import user_errors
+from demo.handlers import beside, user_errors
 from demo.images import ImageHandlers
 from demo.inputs import COMPARE_NEW_TOKENS, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SEED
-from demo.launch import EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, parse_args, warm_up
+from demo.launch import EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, model_size, parse_args, warm_up
 from demo.showo_set import CompareSet
 from omnimamba.compare import IMAGE_SUFFIXES
-from omnimamba.engine import MAX_IMAGES_PER_PROMPT, Engine, EngineError
+from omnimamba.engine import MAX_IMAGES_PER_PROMPT, Engine
 
 
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused by Gradio before they reach a handler
 STYLE = Path(__file__).resolve().parent / "assets" / "style.css"
+LOAD_LIMIT = dict(concurrency_limit=2, concurrency_id="compare_load")  # set loads decode images: two at a time
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # served only here, the Compare tab may read Show-o sets by path
 __all__ = ["GPU_QUEUE", "build_demo", "main", "parse_args", "serve", "warm_up"]
 
@@ -64,7 +66,7 @@ class TabHandlers:
 
     @classmethod
     def around(cls, engine: Engine, server_paths: bool) -> "TabHandlers":
-        info = engine.info()
+        info = {**engine.info(), "size": model_size(engine.model)}
         return cls(ChatHandlers(engine, info), ImageHandlers(engine, info), CompareOneHandlers(engine, info),
                    ComparePairHandlers(engine, info, server_paths))
 
@@ -73,15 +75,17 @@ def chat_tab(ui: ChatHandlers, panel: gr.HTML, examples: list[dict]) -> None:
     conv = gr.State(Conversation(), delete_callback=ui.forget)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(height=520, show_label=False, elem_id="om-chat", layout="bubble",
+            chatbot = gr.Chatbot(height="52vh", min_height=300, show_label=False, elem_id="om-chat", layout="bubble",
                                  buttons=["copy"], feedback_options=None,
                                  placeholder="**Ask about an image.** Attach one with the paperclip (or drop it "
                                              "here), then ask anything; follow-ups remember the picture.")
             box = gr.MultimodalTextbox(file_types=["image"], file_count="single", show_label=False,
                                        placeholder="Ask about the image… (Enter to send)", stop_btn=False,
                                        elem_id="om-chat-input")
+            note = gr.Markdown(elem_id="om-chat-note", elem_classes="om-note", latex_delimiters=[])
             gr.Examples([{"text": e["question"], "files": [str(EXAMPLES / e["image"])]} for e in examples],
-                        inputs=box, label="Try an example", examples_per_page=6, api_visibility="private")
+                        inputs=box, label="Try an example: click one, then press Enter to send it",
+                        examples_per_page=6, api_visibility="private")
         with gr.Column(scale=1, min_width=260):
             with gr.Accordion("Generation settings", open=True):
                 max_new = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_NEW_TOKENS, step=1, label="Max new tokens")
@@ -90,47 +94,53 @@ def chat_tab(ui: ChatHandlers, panel: gr.HTML, examples: list[dict]) -> None:
                         "conversation; follow-ups reuse the model's state instead of re-reading the image.",
                         elem_classes="om-hint")
     ready = dict(fn=input_box, outputs=box, api_visibility="private", queue=False)
-    answer = dict(inputs=[chatbot, conv, *settings], outputs=[chatbot, conv, panel], api_visibility="private",
-                  **gpu_event(ui.respond, by_tokens(2)))
+    answer = dict(inputs=[chatbot, conv, *settings], outputs=[chatbot, conv, panel, note, box],
+                  api_visibility="private", **gpu_event(ui.respond, by_tokens(2)))
     answering = []
-    sent = box.submit(ui.add_message, [box, chatbot, conv], [chatbot, box, conv], api_visibility="private",
+    sent = box.submit(ui.add_message, [box, chatbot, conv], [chatbot, box, conv, note], api_visibility="private",
                       concurrency_limit=None)
-    retried = chatbot.retry(ui.retry, [chatbot, conv], [chatbot, conv, box],
+    retried = chatbot.retry(ui.retry, [chatbot, conv], [chatbot, conv, box, note],
                             api_visibility="private", concurrency_limit=None)
     for start in (sent, retried):
         answering.append(start.success(**answer))
-        answering[-1].then(**ready)
-        start.failure(**ready)
-    box.stop(None, cancels=answering, api_visibility="private")
-    chatbot.clear(ui.clear, [conv], [chatbot, conv, panel], cancels=answering, api_visibility="private")
+        start.failure(**ready)  # respond ends with a ready input itself; this is for a failed start
+    # the cancel first, then the stopped state: an update of the cancelled stream can no longer overwrite it
+    box.stop(None, cancels=answering, api_visibility="private").then(
+        ui.stopped, [conv], [panel, note, box], api_visibility="private", concurrency_limit=None)
+    chatbot.clear(ui.clear, [conv], [chatbot, conv, note, box], cancels=answering, api_visibility="private")
 
 
 def t2i_tab(ui: ImageHandlers, panel: gr.HTML, prompts: list[str]) -> None:
+    last = gr.State(None)  # the last request's metrics, for the panel after Stop
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            prompt = gr.Textbox(label="Prompt", lines=3, max_lines=8, autofocus=False,
+            prompt = gr.Textbox(label="Prompt", info="Enter generates; Shift+Enter starts a new line", lines=1,
+                                max_lines=6, autofocus=False, elem_id="om-t2i-prompt",
                                 placeholder="A watercolor painting of a fox in an autumn forest.")
+            note = gr.Markdown(elem_classes="om-note", elem_id="om-t2i-note", latex_delimiters=[])
             with gr.Row():
-                go = gr.Button("Generate", variant="primary", scale=3)
-                stop = gr.Button("Stop", variant="secondary", scale=1)
+                go = gr.Button("Generate", variant="primary", scale=3, elem_id="om-t2i-go")
+                stop = gr.Button("Stop", variant="secondary", scale=1, elem_id="om-t2i-stop")
             count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=1, step=1, label="Number of images",
-                              info="with greedy decoding (top-k = 1, official) every image is the same; "
-                                   "set top-k to 0 or above 1 for variety")
+                              info="one image: greedy decoding (official); several: sampled so that they differ, "
+                                   "each with its own seed")
             with gr.Accordion("Sampling settings", open=False):
                 temperature, top_k, top_p, seed = sampling_controls()
                 guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.25, label="Guidance scale",
                                      info="1 = off (official); above 1 adds classifier-free guidance")
                 previews = gr.Checkbox(value=True, label="Show progressive previews")
-            gr.Examples([[p] for p in prompts], inputs=prompt, label="Try a prompt", api_visibility="private")
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Images", columns=2, height=560, format="png", object_fit="contain",
+            gallery = gr.Gallery(label="Images", columns=2, height=520, format="png", object_fit="contain",
                                  buttons=["download", "download_all", "fullscreen"], interactive=False,
                                  elem_id="om-gallery")
-            note = gr.Markdown(elem_classes="om-note")
+    gr.Examples([[p] for p in prompts], inputs=prompt, label="Try a prompt: click one, then press Enter",
+                api_visibility="private")
     inputs = [prompt, count, seed, temperature, top_k, top_p, guidance, previews]
-    generating = gr.on([go.click, prompt.submit], inputs=inputs, outputs=[gallery, note, panel],
-                       api_visibility="private", **gpu_event(ui.images, by_images(1, 6)))
-    stop.click(None, cancels=[generating], api_visibility="private")
+    handler = beside(ui.images, 4, note=1, panel=2, panel_html_of=lambda: ui.ended_panel(None, "Not done"))
+    generating = gr.on([go.click, prompt.submit], inputs=inputs, outputs=[gallery, note, panel, last],
+                       api_visibility="private", **gpu_event(handler, by_images(1, 6)))
+    stop.click(None, cancels=[generating], api_visibility="private").then(
+        ui.stopped, [last], [note, panel], api_visibility="private", concurrency_limit=None)
 
 
 COMPARE_INTRO = """Put OmniMamba beside [Show-o](https://github.com/showlab/Show-o). Show-o runs in its own
@@ -198,15 +208,19 @@ def compare_set_view(ui: ComparePairHandlers, panel: gr.HTML) -> None:
             table = gr.Markdown(elem_id="om-set-table", latex_delimiters=[])
     outputs = [cset, pick, status, download, showo_pic, ours_pic, answers, showo_answer, ours_answer, table, seed]
     browse = dict(outputs=outputs, api_visibility="private", concurrency_limit=None)
-    load.click(user_errors(ui.load_set), [files, path, cset], **browse)
-    pick.input(user_errors(ui.show_pair), [cset, pick], **browse)
-    back.click(user_errors(ui.previous_pair), [cset, pick], **browse)
-    forward.click(user_errors(ui.next_pair), [cset, pick], **browse)
+    load.click(beside(ui.load_set, 11, note=2), [files, path, cset], outputs=outputs, api_visibility="private",
+               **LOAD_LIMIT)
+    pick.input(beside(ui.show_pair, 11, note=2), [cset, pick], **browse)
+    back.click(beside(ui.previous_pair, 11, note=2), [cset, pick], **browse)
+    forward.click(beside(ui.next_pair, 11, note=2), [cset, pick], **browse)
+    not_done = dict(panel=11, panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     making = [make.click(inputs=[cset, pick, seed, *settings], outputs=[*outputs, panel], api_visibility="private",
-                         **gpu_event(ui.make_pair, one_pair(guidance=6, tokens=7))),
+                         **gpu_event(beside(ui.make_pair, 12, note=2, **not_done), one_pair(guidance=6, tokens=7))),
               make_all.click(inputs=[cset, *settings], outputs=[*outputs, panel], api_visibility="private",
-                             **gpu_event(ui.make_all, None))]  # asks for the GPU once per pair
-    stop.click(None, cancels=making, api_visibility="private")
+                             **gpu_event(beside(ui.make_all, 12, note=2, **not_done), None))]  # GPU once per pair
+    stop.click(None, cancels=making, api_visibility="private").then(
+        lambda: ui.ended_panel(None, "Stopped", "Compare"), None, panel, api_visibility="private",
+        concurrency_limit=None)
 
 
 def compare_images_side(ui: CompareOneHandlers, panel: gr.HTML, prompts: list[str]) -> None:
@@ -226,8 +240,11 @@ def compare_images_side(ui: CompareOneHandlers, panel: gr.HTML, prompts: list[st
             table = gr.Markdown(latex_delimiters=[], elem_id="om-compare-table")
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
+    handler = beside(ui.compare_images_ui, 4, note=2, panel=3,
+                     panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     go.click(inputs=[prompt, seed, showo_image, temperature, top_k, top_p, guidance],
-             outputs=[picture, record, table, panel], api_visibility="private", **gpu_event(ui.compare_images_ui, by_images(None, 6)))
+             outputs=[picture, record, table, panel], api_visibility="private",
+             **gpu_event(handler, by_images(None, 6)))
 
 
 def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list[list[str]]) -> None:
@@ -248,24 +265,28 @@ def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list
             table = gr.Markdown(latex_delimiters=[])
             with gr.Accordion("Manifest record", open=False):
                 record = gr.JSON(show_label=False)
+    handler = beside(ui.compare_answers_ui, 4, note=2, panel=3,
+                     panel_html_of=lambda: ui.ended_panel(None, "Not done"))
     ask.click(inputs=[image, question, showo_answer, *settings], outputs=[answer, record, table, panel],
-              api_visibility="private", **gpu_event(ui.compare_answers_ui, by_tokens(3)))
+              api_visibility="private", **gpu_event(handler, by_tokens(3)))
 
 
 def api_endpoints(ui: TabHandlers) -> None:
     """Endpoints for gradio_client with plain inputs (file paths, text, numbers), hidden from the page. The
     settings' defaults are the official greedy decoding; a seed of -1 draws one (it comes back in the metrics).
     A Show-o set: /compare_load keeps it in the client's session, then /compare_pair compares one pair a call."""
-    def endpoint(name: str, fn: Callable, inputs: list, outputs: list, gpu: Callable | None = None) -> None:
-        listener = gpu_event(fn, gpu) if gpu else dict(fn=user_errors(fn), concurrency_limit=None)
+    def endpoint(name: str, fn: Callable, inputs: list, outputs: list, gpu: Callable | None = None,
+                 limit: dict | None = None) -> None:
+        listener = gpu_event(fn, gpu) if gpu else dict(fn=user_errors(fn), **(limit or dict(concurrency_limit=None)))
         gr.Button(name).click(inputs=inputs, outputs=outputs, api_name=name, **listener)
 
     with gr.Column(visible=False):
         image, showo_image = (gr.File(file_types=["image"], type="filepath", label=n) for n in ("image", "showo_image"))
         question, session, prompt, showo_answer = (gr.Textbox(label=n) for n in
                                                    ("question", "session_id", "prompt", "showo_answer"))
-        max_new, count = (gr.Number(value=v, precision=0, label=n) for v, n in
-                          [(DEFAULT_NEW_TOKENS, "max_new_tokens"), (1, "num_images")])
+        # no precision: a non-number (NaN) reaches the handler's check and its message, not Gradio's rounding
+        max_new, count = (gr.Number(value=v, label=n) for v, n in [(DEFAULT_NEW_TOKENS, "max_new_tokens"),
+                                                                    (1, "num_images")])
         temperature, top_k, top_p, seed, guidance = (gr.Number(value=v, label=n) for v, n in [
             (1.0, "temperature"), (1, "top_k"), (0.0, "top_p"), (-1, "seed"), (1.0, "guidance_scale")])
         previews = gr.Checkbox(value=False, label="previews")
@@ -282,20 +303,22 @@ def api_endpoints(ui: TabHandlers) -> None:
                                                               seed], [answer, record], by_tokens(3))
         cset = gr.State(CompareSet(), delete_callback=CompareSet.close)
         showo_files, showo_path = gr.File(file_count="multiple", label="showo_files"), gr.Textbox(label="showo_path")
-        pair, loaded = gr.Number(value=1, precision=0, label="pair"), gr.JSON(label="loaded")
-        endpoint("compare_load", ui.pairs.api_compare_load, [showo_files, showo_path, cset], [loaded, cset])
+        pair, loaded = gr.Number(value=1, label="pair"), gr.JSON(label="loaded")
+        endpoint("compare_load", ui.pairs.api_compare_load, [showo_files, showo_path, cset], [loaded, cset],
+                 limit=LOAD_LIMIT)
         endpoint("compare_pair", ui.pairs.api_compare_pair, [cset, pair, seed, *sampler, guidance, max_new],
                  [picture, record, cset], one_pair(guidance=6, tokens=7))
 
 
-def build_demo(engine: Engine, server_paths: bool = False) -> gr.Blocks:
+def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> gr.Blocks:
     """The whole app around one shared engine. Styling is passed at launch (see `serve`). `server_paths` lets the
-    Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server."""
+    Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server.
+    `notice`: a banner saying why this is not the official model and how to get it (hub.ModelChoice.notice)."""
     ui, examples = TabHandlers.around(engine, server_paths), load_examples()
     with gr.Blocks(title="OmniMamba", delete_cache=(3600, 3600)) as demo:
-        gr.HTML(header_html(ui.chat.info), elem_id="om-header")
+        gr.HTML(header_html(ui.chat.info, notice), elem_id="om-header")
         panel = gr.HTML(ui.chat.panel(), elem_id="om-panel", js_on_load=None)
-        with gr.Tabs():
+        with gr.Tabs(elem_id="om-tabs"):
             with gr.Tab("Image chat", id="chat"):
                 chat_tab(ui.chat, panel, examples["chat"])
             with gr.Tab("Text to image", id="t2i"):
@@ -327,18 +350,18 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv, __doc__)
-    from omnimamba.config import DTYPES
-    from omnimamba.hub import AssetUnavailable
+    from omnimamba.cli import open_engine, user_errors as mistakes
 
     try:
-        engine = Engine.load(args.model, args.revision, args.device, DTYPES.get(args.dtype), args.tokenizer,
-                             offline=True if args.offline else None)
-    except (AssetUnavailable, EngineError, FileNotFoundError) as exc:
+        engine, choice = open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer,
+                                     args.offline)
+    except mistakes() as exc:
         sys.exit(f"error: {exc}")
     if args.warmup and engine.device.type == "cuda" and not ZERO_GPU:  # on ZeroGPU there is no GPU until a call
         warm_up(engine)
     local = args.host in LOCAL_HOSTS and not args.share and "SPACE_ID" not in os.environ
-    serve(build_demo(engine, server_paths=local), args.host, args.port, args.share, queue_size=args.queue_size)
+    serve(build_demo(engine, server_paths=local, notice=choice.notice), args.host, args.port, args.share,
+          queue_size=args.queue_size)
 
 
 if __name__ == "__main__":

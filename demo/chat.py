@@ -13,10 +13,13 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from omnimamba.engine import ChatRecord
+from omnimamba.config import EOS_ID
+from omnimamba.engine import ChatRecord, Engine
+from omnimamba.metrics import RequestMetrics
 from omnimamba.sampling import SamplingParams
 
-from .handlers import Handlers
+from .format import md_text
+from .handlers import Handlers, message_of, warning
 from .inputs import (DEFAULT_QUESTION, MAX_QUESTION_CHARS, new_tokens, open_image, refuse, sampling,
                      text_input)
 
@@ -36,18 +39,68 @@ class Conversation:
     session_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
     pending: str | None = None  # the question waiting for its answer
+    last_metrics: RequestMetrics | None = None  # the last answer's, for the panel after Stop
+
+    @property
+    def record(self) -> ChatRecord:
+        return self.turns[-1].record if self.turns else ChatRecord()
 
 
-def input_box(busy: bool = False) -> gr.MultimodalTextbox:
-    """The chat input while an answer streams (emptied, locked, a stop button) or when ready for the next message."""
+def input_box(busy: bool = False, text: str | None = None) -> gr.MultimodalTextbox:
+    """The chat input while an answer streams (emptied, locked, a stop button) or when ready for the next message
+    (holding `text` when given: a question that was not answered)."""
     if busy:
         return gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True)
-    return gr.MultimodalTextbox(interactive=True, submit_btn=True, stop_btn=False)
+    value = {"value": {"text": text, "files": []}} if text is not None else {}
+    return gr.MultimodalTextbox(**value, interactive=True, submit_btn=True, stop_btn=False)
+
+
+def fits(engine: Engine, record: ChatRecord, question: str) -> None:
+    """Refuse, before any work, a question that does not fit the chat's positions, saying what to do."""
+    config = engine.model.config
+    block, limit = 4 + config.vision.num_patches, config.mmu_positions  # [mmu][soi] image [eoi][sot], then text
+    turn = engine.tokenizer.chat_turn(question)
+    carried = len(record.pending) + (1 if record.turns and tuple(record.pending[-1:]) != (EOS_ID,) else 0)
+    used = block + len(record.history)
+    if used + carried + len(turn) < limit:  # room for the question and at least two answer tokens
+        return
+    if not record.turns:
+        raise refuse(f"The question is {len(turn):,} tokens; this model's chat holds at most {limit - block - 2:,}. "
+                     "Shorten it.")
+    raise refuse(f"This conversation is full: {used:,} of its {limit:,} positions are used and the question needs "
+                 f"{carried + len(turn):,} more. Start a new chat (clear it) to go on, or ask a shorter question.")
+
+
+def owned(method: Any, request: gr.Request | None) -> dict:
+    """{"owner": the client's Gradio session} when the engine's `method` bounds sessions per owner, else {}: one
+    client opening many chats then evicts only its own."""
+    import inspect
+
+    owner = getattr(request, "session_hash", None)
+    return {"owner": owner} if owner and "owner" in inspect.signature(method).parameters else {}
+
+
+def session_record(engine: Engine, session_id: str) -> ChatRecord | None:
+    """The engine session's ids as a record (None when the engine does not expose them: no pre-check then)."""
+    try:
+        session = engine.sessions[session_id]
+        return ChatRecord(tuple(session.history), tuple(session.pending), session.turns)
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 class ChatHandlers(Handlers):
-    def add_message(self, message: dict | None, history: list, conv: Conversation) -> tuple[list, Any, Conversation]:
-        """The user's message goes into the chat at once (no GPU); `respond` answers it from the GPU queue."""
+    def add_message(self, message: dict | None, history: list, conv: Conversation
+                    ) -> tuple[list, Any, Conversation, str]:
+        """The user's message goes into the chat at once (no GPU); `respond` answers it from the GPU queue.
+        A mistake is shown beside the input, the message stays in the box, nothing else changes."""
+        try:
+            return self.accept(message, history, conv)
+        except gr.Error as exc:
+            conv.pending = None
+            return gr.skip(), input_box(), conv, warning(exc.message)
+
+    def accept(self, message: dict | None, history: list, conv: Conversation) -> tuple[list, Any, Conversation, str]:
         message = message or {}
         files = message.get("files") or []
         if len(files) > 1:
@@ -56,27 +109,48 @@ class ChatHandlers(Handlers):
         if not text and not files:
             raise refuse("Type a question, or attach an image (it will be described).")
         text = text_input(text or DEFAULT_QUESTION, "question", MAX_QUESTION_CHARS)
+        note = ""
         if files:
             path = files[0]["path"] if isinstance(files[0], dict) else str(files[0])
             open_image(path)  # refuse a bad file now, before it is shown
-            if conv.turns:
-                gr.Info("New image: a new conversation starts.")
+            fits(self.engine, ChatRecord(), text)
+            note = "New image: a new conversation starts." if conv.turns else ""
             self.forget(conv)
             conv, history = Conversation(image=path), [{"role": "user", "content": {"path": path}}]
+        else:
+            fits(self.engine, conv.record, text)
         conv.pending = text
-        return history + [{"role": "user", "content": text}], input_box(busy=True), conv
+        return history + [{"role": "user", "content": text}], input_box(busy=True), conv, note
 
     def respond(self, history: list, conv: Conversation, max_new_tokens: float, temperature: float, top_k: float,
-                top_p: float, seed: float | None) -> Iterator[tuple[list, Conversation, str]]:
+                top_p: float, seed: float | None, request: gr.Request | None = None
+                ) -> Iterator[tuple[list, Conversation, str, str, Any]]:
+        """Stream (chat, state, panel, note, input box). Whatever happens, the last update re-enables the input and
+        takes the panel out of its working state; a failure is said in the note, the conversation kept as it was."""
         if conv.pending is None:  # nothing to answer (the message was refused)
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), input_box()
             return
+        question, conv.pending = conv.pending, None
+        shown = history
+        try:
+            for shown, panel, note in self.answer(history, conv, question, max_new_tokens, temperature, top_k,
+                                                  top_p, seed, owned(self.engine.restore_session, request)):
+                yield shown, conv, panel, note, gr.skip()
+        except Exception as exc:  # the question goes back into the box, to be changed and sent again
+            answered = bool(shown) and shown[-1].get("role") == "assistant" and bool(shown[-1].get("content"))
+            yield (shown if answered else history[:-1]), conv, self.ended_panel(conv.last_metrics, "Not answered"), \
+                warning(message_of(exc, "respond")), input_box(text=None if answered else question)
+            return
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), input_box()
+
+    def answer(self, history: list, conv: Conversation, question: str, max_new_tokens: float, temperature: float,
+               top_k: float, top_p: float, seed: float | None, owner: dict | None = None
+               ) -> Iterator[tuple[list, str, str]]:
         params = sampling(temperature, top_k, top_p, seed)
         limit = new_tokens(max_new_tokens)
-        question, conv.pending = conv.pending, None
         reading = not self.engine.has_session(conv.session_id) and conv.image
-        yield history, conv, self.panel(progress="reading the image…" if reading else "starting")
-        session = self.session(conv)
+        yield history, self.panel(progress="reading the image…" if reading else "starting"), ""
+        session = self.session(conv, owner or {})
         history = history + [{"role": "assistant", "content": ""}]
         turn, event = None, None
         with closing(self.engine.chat(session, question, params, limit)) as events:
@@ -85,12 +159,18 @@ class ChatHandlers(Handlers):
                     turn = Turn(question, params, event.record)
                     conv.turns.append(turn)
                 turn.record = event.record  # kept current, so a stopped answer is rebuilt as far as it went
+                conv.last_metrics = event.metrics
                 history[-1] = {"role": "assistant", "content": event.text}
-                yield history, conv, self.panel(event.metrics)
+                yield history, self.panel(event.metrics), ""
         if event is not None and event.note:
-            gr.Info(event.note)
+            yield history, self.panel(event.metrics), f"ℹ️ {md_text(event.note)}"
 
-    def session(self, conv: Conversation) -> str:
+    def stopped(self, conv: Conversation) -> tuple[str, str, Any]:
+        """Stop: the panel and the note say so; the answer so far stays (a follow-up goes on from it)."""
+        return (self.ended_panel(conv.last_metrics, "Stopped"),
+                "**Stopped.** The answer so far is kept; a follow-up goes on from it.", input_box())
+
+    def session(self, conv: Conversation, owner: dict | None = None) -> str:
         """The engine session of `conv`; when the engine no longer has it, a new one fed the image and the
         last turn's record."""
         if self.engine.has_session(conv.session_id):
@@ -98,24 +178,25 @@ class ChatHandlers(Handlers):
         if conv.image and not Path(conv.image).is_file():
             raise refuse("This conversation's image is no longer on the server; attach it again to go on.")
         image = open_image(conv.image) if conv.image else None
-        record = conv.turns[-1].record if conv.turns else ChatRecord()
-        conv.session_id = self.engine.restore_session(image, record)
+        conv.session_id = self.engine.restore_session(image, conv.record, **(owner or {}))
         return conv.session_id
 
-    def retry(self, history: list, conv: Conversation) -> tuple[list, Conversation, Any]:
+    def retry(self, history: list, conv: Conversation) -> tuple[list, Conversation, Any, str]:
         """Drop the last answer; `respond` then answers the same question again with the current settings."""
         if not conv.turns:
-            raise refuse("There is no answer to retry yet.")
+            conv.pending = None
+            return gr.skip(), conv, input_box(), warning("There is no answer to retry yet.")
         turn = conv.turns.pop()
         while history and history[-1].get("role") == "assistant":
             history = history[:-1]
         self.forget(conv)  # its state includes the dropped answer; `session` rebuilds it without
         conv.pending = turn.question
-        return history, conv, input_box(busy=True)
+        return history, conv, input_box(busy=True), ""
 
-    def clear(self, conv: Conversation) -> tuple[list, Conversation, str]:
+    def clear(self, conv: Conversation) -> tuple[list, Conversation, str, Any]:
+        """A new chat; the panel keeps the last request's numbers."""
         self.forget(conv)
-        return [], Conversation(), self.panel()
+        return [], Conversation(), "", input_box()
 
     def forget(self, conv: Conversation) -> None:
         if conv.session_id is not None:
@@ -123,20 +204,27 @@ class ChatHandlers(Handlers):
             conv.session_id = None
 
     def api_chat(self, image: str | None, question: str, session_id: str | None, max_new_tokens: float,
-                 temperature: float, top_k: float, top_p: float, seed: float | None
-                 ) -> Iterator[tuple[str, dict, str]]:
+                 temperature: float, top_k: float, top_p: float, seed: float | None,
+                 request: gr.Request | None = None) -> Iterator[tuple[str, dict, str]]:
         """Stream (answer so far, metrics, session_id). An image starts a new conversation; no image and a
         session_id from an earlier call asks a follow-up (the model's state is reused); neither: text only."""
         question = text_input(question, "question", MAX_QUESTION_CHARS)
         params = sampling(temperature, top_k, top_p, seed)
         limit = new_tokens(max_new_tokens)
+        owner = owned(self.engine.new_session, request)
         if image:
-            session_id = self.engine.new_session(open_image(image))
+            picture = open_image(image)
+            fits(self.engine, ChatRecord(), question)
+            session_id = self.engine.new_session(picture, **owner)
         elif session_id:
             if not self.engine.has_session(session_id):
                 raise refuse("Unknown or expired session_id: start a new conversation (send the image again).")
+            record = session_record(self.engine, session_id)
+            if record is not None:
+                fits(self.engine, record, question)
         else:
-            session_id = self.engine.new_session(None)
+            fits(self.engine, ChatRecord(), question)
+            session_id = self.engine.new_session(None, **owner)
         with closing(self.engine.chat(session_id, question, params, limit)) as events:
             for event in events:
                 yield event.text, {**event.metrics.as_dict(), "seed": params.seed, "note": event.note}, session_id

@@ -7,19 +7,20 @@ from typing import Iterator
 
 import gradio as gr
 
-from omnimamba.compare import Item, answer_item, generate_item
+from omnimamba.compare import CompareError, Item, answer_item, generate_item
 from omnimamba.engine import Engine
 from omnimamba.sampling import SamplingParams
 
-from .compare_one import item_record, manifest_record
+from .compare_one import Tap, item_record, manifest_record
 from .format import item_metrics, pair_choices, set_status, side_label
 from .gpu import on_gpu, one_pair
-from .handlers import Handlers, user_errors
+from .handlers import Handlers, user_errors, warning
 from .inputs import (MAX_PROMPT_CHARS, MAX_QUESTION_CHARS, check_guidance, is_whole, new_tokens, open_image,
                      seeded, text_input, whole_number)
 from .showo_set import CompareSet, PairView, load_showo_set, pair_view, write_set_manifest
 
 NO_CHANGE = 11  # components a pair update sets (see `set_outputs`), skipped while OmniMamba works
+TABLE = 9  # the pair's table among them
 
 
 def pair_updates(view: PairView) -> tuple:
@@ -48,8 +49,15 @@ class ComparePairHandlers(Handlers):
         self.side_on_gpu = on_gpu(user_errors(self.make_side), one_pair(guidance=3, tokens=4))
 
     def load_set(self, files: list[str] | None, path: str | None, cset: CompareSet) -> tuple:
-        """Load (replacing this tab's earlier set) and show the first pair."""
-        loaded = load_showo_set(files, path, self.server_paths)
+        """Load (replacing this tab's earlier set) and show the first pair. A set that cannot be loaded changes
+        nothing: the status line says why, and that the earlier set (if any) is still the one loaded."""
+        try:
+            loaded = load_showo_set(files, path, self.server_paths)
+        except (CompareError, gr.Error) as exc:
+            message = exc.message if isinstance(exc, gr.Error) else str(exc)
+            kept = (f" The set loaded before is still loaded ({len(cset.showo)} pairs)." if cset.showo
+                    else " Nothing is loaded.")
+            return cset, *[gr.skip()] * 1, warning(message + kept), *[gr.skip()] * (NO_CHANGE - 3)
         cset.close()
         return self.set_outputs(loaded, 0, choices=True)
 
@@ -76,8 +84,9 @@ class ComparePairHandlers(Handlers):
         view = pair_view(cset, index)
         params = seeded(view.seed if seed is None else seed, temperature, top_k, top_p)
         yield *[gr.skip()] * NO_CHANGE, self.panel(progress=f"comparing: pair {view.index + 1}…")
-        cset.ours[view.index] = self.make_side(cset, view.index, params, guidance_scale, max_new_tokens)
-        yield *self.set_outputs(cset, view.index), self.panel(item_metrics(self.info, cset.ours[view.index]))
+        tap = Tap(self.engine)
+        cset.ours[view.index] = self.make_side(cset, view.index, params, guidance_scale, max_new_tokens, tap)
+        yield self.pair_shown(cset, view.index, tap)
 
     def make_all(self, cset: CompareSet, temperature: float, top_k: float, top_p: float, guidance_scale: float,
                  max_new_tokens: float) -> Iterator[tuple]:
@@ -91,21 +100,29 @@ class ComparePairHandlers(Handlers):
             progress = f"comparing: pair {index + 1} ({done + 1} of {len(todo)})"
             yield *[gr.skip()] * NO_CHANGE, self.panel(progress=progress)
             params = seeded(cset.default_seed(index), temperature, top_k, top_p)
-            cset.ours[index] = self.side_on_gpu(cset, index, params, guidance_scale, max_new_tokens)
-            yield *self.set_outputs(cset, index), self.panel(item_metrics(self.info, cset.ours[index]))
+            tap = Tap(self.engine)
+            cset.ours[index] = self.side_on_gpu(cset, index, params, guidance_scale, max_new_tokens, tap)
+            yield self.pair_shown(cset, index, tap)
+
+    def pair_shown(self, cset: CompareSet, index: int, tap: Tap) -> tuple:
+        """The pair's outputs once OmniMamba's side is made: the engine's note (a truncated prompt, a capped answer)
+        under the table, its numbers in the panel."""
+        outputs = list(self.set_outputs(cset, index))
+        outputs[TABLE] = outputs[TABLE] + tap.note
+        return *outputs, self.panel(item_metrics(self.info, cset.ours[index], tap.metrics))
 
     def make_side(self, cset: CompareSet, index: int, params: SamplingParams, guidance_scale: float,
-                  max_new_tokens: float) -> Item:
+                  max_new_tokens: float, tap: Tap | None = None) -> Item:
         """OmniMamba's item for pair `index`: an image in the set's folder, or an answer about Show-o's input."""
         showo = cset.showo[index]
         if showo.task == "t2i":
             prompt = text_input(showo.prompt, "prompt", MAX_PROMPT_CHARS)
-            return generate_item(self.engine, prompt, params.seed, params, check_guidance(guidance_scale),
+            return generate_item(tap or self.engine, prompt, params.seed, params, check_guidance(guidance_scale),
                                  Path(cset.folder) / "omnimamba", index)
         question = text_input(showo.prompt, "question", MAX_QUESTION_CHARS)
         if showo.image:
             open_image(showo.image)  # the chat's checks (and messages)
-        return answer_item(self.engine, showo.image, question, params, new_tokens(max_new_tokens))
+        return answer_item(tap or self.engine, showo.image, question, params, new_tokens(max_new_tokens))
 
     def api_compare_load(self, files: list[str] | None, path: str | None, cset: CompareSet
                          ) -> tuple[dict, CompareSet]:

@@ -5,6 +5,7 @@ formatting is unit-tested without a server. Every value that reaches HTML goes t
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from html import escape
 from pathlib import Path
@@ -22,20 +23,29 @@ def is_random(info: dict) -> bool:
     return "random" in str(info.get("model", ""))
 
 
-def header_html(info: dict) -> str:
-    """Title, one-line description, and a warning banner when the weights are random."""
-    banner = ""
-    if is_random(info):
+def header_html(info: dict, notice: str = "") -> str:
+    """Title, one line saying what the model is (its real size), and a banner when it is not the official model
+    (`notice`: why, and how to get the official one)."""
+    banner = f'<div class="om-banner">{escape(notice)}</div>' if notice else ""
+    if not notice and is_random(info):
         banner = ('<div class="om-banner">Random weights: this is the tiny test model, so answers and images are '
-                  'noise. Start the app without <code>--model tiny-random</code> for the real OmniMamba.</div>')
+                  'noise. Start the app without <code>--model tiny-random</code> for a model that works.</div>')
+    size = info.get("size") or "1.3B"
     return (
         '<div class="om-header">'
         '<div class="om-title"><span class="om-logo">◆</span> OmniMamba'
         f'<span class="om-model">{escape(str(info.get("model", "")))}</span></div>'
-        '<div class="om-tagline">Image chat and text-to-image from one 1.3B Mamba-2 model: linear-time decoding, '
-        'constant memory per conversation.</div>'
+        f'<div class="om-tagline">Image chat and text-to-image from one {escape(size)}-parameter Mamba-2 model: '
+        'linear-time decoding, constant memory per conversation.</div>'
         f"{banner}</div>"
     )
+
+
+def parameters_text(parameters: int) -> str:
+    """1_300_000_000 -> '1.3B', 19_400_000 -> '19M'."""
+    if parameters >= 1e9:
+        return f"{parameters / 1e9:.1f}B"
+    return f"{parameters / 1e6:.0f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}K"
 
 
 def _fmt(value: float | None, unit: str, digits: int = 1) -> str:
@@ -67,22 +77,27 @@ def vram_text(metrics: RequestMetrics | None, info: dict) -> tuple[str, str]:
     return main, f"peak {_fmt(peak, 'GiB', 2)}"
 
 
-def status_text(metrics: RequestMetrics | None, progress: str = "") -> tuple[str, str]:
-    """(state, detail) for the status card: Idle / Working / Generating / Done, then what and how far."""
+def status_text(metrics: RequestMetrics | None, progress: str = "", ended: str = "") -> tuple[str, str]:
+    """(state, detail) for the status card: Idle / Working / Generating / Done, or `ended` ('Stopped', 'Not
+    answered', ...) when the request ended otherwise; then what and how far."""
+    task = TASK_NAMES.get(metrics.task, metrics.task) if metrics is not None else ""
+    if ended:
+        detail = " · ".join(part for part in (task, progress or (f"{metrics.tokens:,} tokens" if metrics and
+                                                                   metrics.tokens else "")) if part)
+        return ended, detail or "no result"
     if metrics is None:
         return ("Working" if progress else "Idle"), progress or "no request yet"
-    task = TASK_NAMES.get(metrics.task, metrics.task)
     if not metrics.done:
         return "Generating", f"{task} · {progress or f'{metrics.tokens:,} tokens so far'}"
     reason = {"max_new_tokens": "token limit", "position_limit": "context limit"}.get(metrics.stop_reason or "")
     return "Done", f"{task} · {_ms(metrics.total_s)}" + (f" · {reason}" if reason else "")
 
 
-def panel_html(info: dict, metrics: RequestMetrics | None = None, progress: str = "") -> str:
+def panel_html(info: dict, metrics: RequestMetrics | None = None, progress: str = "", ended: str = "") -> str:
     """The live panel: one row of stat cards. `metrics` is the current (or last) request; `progress` an optional
-    detail such as 'rows 6/24' or 'reading the image'."""
-    live = metrics is not None and not metrics.done
-    state, detail = status_text(metrics, progress)
+    detail such as 'rows 6/24' or 'reading the image'; `ended` a final state other than Done ('Stopped')."""
+    live = metrics is not None and not metrics.done and not ended
+    state, detail = status_text(metrics, progress, ended)
     speed = metrics.decode_tokens_per_s if metrics else None
     per_step = metrics.ms_per_step if metrics else None
     vram_main, vram_sub = vram_text(metrics, info)
@@ -90,7 +105,7 @@ def panel_html(info: dict, metrics: RequestMetrics | None = None, progress: str 
     tokens = metrics.tokens if metrics and metrics.tokens else None
     backend = str(info.get("backend", ""))
     cards = [
-        _card("Status", state, detail, "om-live" if live or (progress and metrics is None) else ""),
+        _card("Status", state, detail, "om-live" if live or (progress and metrics is None and not ended) else ""),
         _card("Decode speed", _fmt(speed, "tok/s"), f"{per_step:.2f} ms per step" if per_step else "tokens per second"),
         _card("First token", _ms(metrics.ttft_s if metrics else None), "prefill + first sample"),
         _card("Tokens", f"{tokens:,}" if tokens else "—", f"in {_ms(metrics.total_s)}" if metrics else ""),
@@ -107,23 +122,43 @@ def _short_backend(backend: str) -> str:
     return parts.get("decode", backend or "?").replace("pytorch reference", "PyTorch")
 
 
-def item_metrics(info: dict, item: "Item") -> RequestMetrics:
-    """A comparison item's recorded time and peak memory, in the panel's terms (its token counts are not kept)."""
+def item_metrics(info: dict, item: "Item", measured: RequestMetrics | None = None) -> RequestMetrics:
+    """A comparison item in the panel's terms: the engine's own numbers when they were `measured`, else the item's
+    recorded time and peak memory (a manifest keeps no token counts)."""
+    if measured is not None:
+        return dataclasses.replace(measured, task="compare", done=True)
     return RequestMetrics(task="compare", device=str(info.get("device")), dtype=str(info.get("dtype")),
                           backend=str(info.get("backend")), total_s=item.seconds or 0.0,
                           peak_vram_gib=item.peak_vram_gib, vram_total_gib=info.get("vram_total_gib"),
                           done=True, stop_reason="done")
 
 
-def image_captions(seed: int, count: int) -> list[str]:
-    return [f"seed {seed} · image {i + 1} of {count}" for i in range(count)]
+def image_captions(seeds: list[int]) -> list[str]:
+    """A short caption per image (a long one is cut in the gallery): '#2 · seed 1234'."""
+    return [f"#{i + 1} · seed {seed}" for i, seed in enumerate(seeds)]
 
 
-def t2i_note(seed: int, count: int, size: int | None, truncation: str | None, done: bool) -> str:
-    """Markdown under the gallery: what was made and how to reproduce it, plus the truncation warning."""
+def image_seeds(seed: int, count: int, per_image: bool) -> list[int]:
+    """The seed to show under each image: its own (seed + i) when the images are sampled one seed each, else the
+    request's seed for all of them."""
+    return [seed + i if per_image else seed for i in range(count)]
+
+
+def t2i_note(seeds: list[int], size: int | None, truncation: str | None, done: bool, varied: bool = False) -> str:
+    """Markdown under the gallery: what was made and how to reproduce it (`seeds`: each image's), whether it was
+    sampled for variety, and the truncation warning."""
+    count = len(seeds)
     what = f"{count} image{'s' if count != 1 else ''}" + (f" · {size}×{size}" if size else "")
-    head = f"**{what}** · seed `{seed}`" if done else f"Generating {what} · seed `{seed}`…"
+    seed_text = (f"seeds `{seeds[0]}`…`{seeds[-1]}`, one per image" if len(set(seeds)) > 1 else f"seed `{seeds[0]}`")
+    head = f"**{what}** · {seed_text}" if done else f"Generating {what} · {seed_text}…"
+    if varied:
+        head += ("\n\nSeveral images are sampled (temperature 1, top-k off) so that they differ; one image uses "
+                 "greedy decoding, the official setting. Set top-k above 1 to choose the sampling yourself.")
     return head + (f"\n\n⚠️ {truncation}" if truncation else "")
+
+
+def stopped_note(what: str) -> str:
+    return f"**Stopped.** {what}"
 
 
 # ---------------------------------------------------------------------------------------------- compare: a set
@@ -134,6 +169,11 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&$])")
 def md_escape(text: str) -> str:
     """Plain text -> Markdown that shows it as written (no links, emphasis, tables or HTML), on one line."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def md_text(text: str) -> str:
+    """Plain text (a message) -> Markdown that shows it as written, line breaks kept."""
+    return "  \n".join(md_escape(line) for line in str(text).splitlines())
 
 
 def size_text(size: tuple[int, int] | None) -> str:

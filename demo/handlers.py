@@ -13,10 +13,36 @@ from omnimamba.compare import CompareError
 from omnimamba.engine import Engine, EngineError
 from omnimamba.metrics import RequestMetrics
 
-from .format import panel_html
+from .format import md_text, panel_html
 from .inputs import refuse
 
 log = logging.getLogger("omnimamba.app")
+
+
+def message_of(exc: BaseException, name: str) -> str:
+    """What the user reads for a failure: a refusal's or a user error's own message; for anything unexpected a
+    generic line (the traceback goes to the server log, never to the page)."""
+    from omnimamba.model import PositionLimitError
+    from omnimamba.model.vision import ImageError
+    from omnimamba.tokenizer import PromptError
+
+    if isinstance(exc, gr.Error):
+        return str(exc.message)
+    if isinstance(exc, PositionLimitError):
+        return position_message(exc)
+    if isinstance(exc, (EngineError, CompareError, ImageError, PromptError)):
+        return str(exc)
+    log.error("handler %s failed", name, exc_info=exc)
+    return "Something went wrong on the server (it is logged there). Please try again."
+
+
+def position_message(exc: Exception) -> str:
+    """A chat that does not fit the model's positions, and what to do about it."""
+    needed, available = getattr(exc, "needed", None), getattr(exc, "available", None)
+    if needed is None or available is None:
+        return f"{exc}"
+    return (f"This does not fit: the conversation would need {needed:,} positions and this model has {available:,}. "
+            "Start a new chat (clear it), or ask a shorter question.")
 
 
 @contextmanager
@@ -27,11 +53,8 @@ def as_messages(name: str) -> Iterator[None]:
         yield
     except gr.Error:
         raise
-    except (EngineError, CompareError) as exc:
-        raise refuse(str(exc)) from None
-    except Exception:
-        log.exception("handler %s failed", name)
-        raise refuse("Something went wrong on the server (it is logged there). Please try again.") from None
+    except Exception as exc:
+        raise refuse(message_of(exc, name)) from None
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -60,3 +83,41 @@ class Handlers:
 
     def panel(self, metrics: RequestMetrics | None = None, progress: str = "") -> str:
         return panel_html(self.info, metrics, progress)
+
+    def ended_panel(self, metrics: RequestMetrics | None, ended: str, detail: str = "") -> str:
+        return panel_html(self.info, metrics, detail, ended)
+
+
+def warning(message: str) -> str:
+    """A mistake shown beside the input (Markdown), instead of an error toast over the outputs."""
+    return f"⚠️ {md_text(message)}" if message else ""
+
+
+def beside(handler: Callable, outputs: int, note: int, panel: int | None = None, panel_html_of: Callable | None = None
+           ) -> Callable:
+    """A UI handler whose failures are shown in its note output (`note`: its index among `outputs`), with every other
+    output left as it is, and the panel (when given) leaving its working state; nothing is raised, so the event
+    ends cleanly and the next one runs."""
+    def on_error(exc: BaseException) -> tuple:
+        values = [gr.skip()] * outputs
+        values[note] = warning(message_of(exc, handler.__name__))
+        if panel is not None and panel_html_of is not None:
+            values[panel] = panel_html_of()
+        return tuple(values)
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def stream(*args: Any, **kwargs: Any) -> Iterator:
+            try:
+                yield from handler(*args, **kwargs)
+            except Exception as exc:
+                yield on_error(exc)
+        return stream
+
+    @functools.wraps(handler)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except Exception as exc:
+            return on_error(exc)
+    return call

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from omnimamba.engine import MAX_IMAGE_PIXELS
+from omnimamba.model.vision import MAX_IMAGE_PIXELS, ImageError, load_image
 from omnimamba.sampling import SamplingParams
 
 MAX_NEW_TOKENS = 1024
@@ -81,17 +81,11 @@ def check_guidance(guidance_scale: float | None) -> float:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """An uploaded file -> an RGB image, refusing non-images and oversized ones before decoding them."""
+    """An uploaded file -> an upright RGB image (omnimamba's one loader), refusing non-images and oversized ones
+    before decoding them; the message never shows the server's path."""
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise refuse(f"The image is {image.width}×{image.height}; images up to "
-                             f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted.")
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except gr.Error:
-        raise
-    except Image.DecompressionBombError:
-        raise refuse(f"The image is far too large (a possible decompression bomb); images up to "
-                     f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return load_image(path, MAX_IMAGE_PIXELS)
+    except ImageError as exc:
+        if exc.too_large:
+            raise refuse(str(exc)[0].upper() + str(exc)[1:] + ".") from None
         raise refuse("That file could not be read as an image; upload a PNG, JPEG or WebP file.") from None

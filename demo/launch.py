@@ -12,9 +12,12 @@ from pathlib import Path
 from PIL import Image
 
 from omnimamba.compare import CompareError, read_prompts, read_questions
-from omnimamba.config import DTYPES
+from omnimamba.config import DTYPES, OmniMambaConfig
+from omnimamba.model import OmniMamba
 from omnimamba.engine import Engine
 from omnimamba.sampling import SamplingParams
+
+from .format import parameters_text
 
 log = logging.getLogger("omnimamba.app")
 
@@ -45,8 +48,10 @@ def load_examples() -> dict:
 def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=env("OMNIMAMBA_MODEL", "hustvl/OmniMamba"),
-                   help="Hub id, local OmniMamba-1.3b.pth or folder, or 'tiny-random' (env OMNIMAMBA_MODEL)")
+    p.add_argument("--model", default=env("OMNIMAMBA_MODEL", "auto"),
+                   help="auto (the official weights when cached, else the shipped 'shapes' model), shapes, a Hub id, "
+                        "a local OmniMamba-1.3b.pth or folder, a model .safetensors, or tiny-random "
+                        "(env OMNIMAMBA_MODEL)")
     p.add_argument("--revision", default=env("OMNIMAMBA_REVISION"), help="Hub revision (env OMNIMAMBA_REVISION)")
     p.add_argument("--device", default=env("OMNIMAMBA_DEVICE"), help="cuda, cuda:1, cpu (env OMNIMAMBA_DEVICE)")
     p.add_argument("--dtype", default=env("OMNIMAMBA_DTYPE"), choices=sorted(DTYPES),
@@ -71,6 +76,14 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     if args.dtype is not None and args.dtype not in DTYPES:  # argparse does not check defaults from the environment
         p.error(f"OMNIMAMBA_DTYPE must be one of {sorted(DTYPES)}, got {args.dtype!r}")
     return args
+
+
+def model_size(model: OmniMamba) -> str:
+    """The size the header states: the language model's parameters (the official one is called 1.3B)."""
+    if model.config == OmniMambaConfig.official():
+        return "1.3B"
+    return parameters_text(sum(p.numel() for name, p in model.named_parameters()
+                               if name.startswith("llm_backbone.") and ".vqvae." not in name))
 
 
 def warm_up(engine: Engine) -> None:

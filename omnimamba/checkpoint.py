@@ -54,16 +54,18 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or copy; delete it and fetch it "
+                              "again")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
+        return read_safetensors(path)
     try:
         obj = _torch_load(path)
     except Exception as exc:
         hint = ("it is not a plain tensor checkpoint and will not be unpickled" if "weights_only" in str(exc).lower()
                 else "it may be truncated or corrupt: delete it and download it again")
         raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {hint}") from exc
+                              f"({_first_line(exc)}); {hint}") from exc
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             found = list(obj)[:5] if isinstance(obj, Mapping) else type(obj).__name__
@@ -72,6 +74,23 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
     return dict(obj)
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, Tensor]:
+    """A .safetensors file's tensors (memory-mapped); CheckpointError naming the file when it is unreadable."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except Exception as exc:  # SafetensorError, OSError, a header that is not JSON, ...
+        raise CheckpointError(f"{path} could not be read as a safetensors file ({_first_line(exc)}); it may be "
+                              "truncated or corrupt: delete it and fetch it again") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """'Type: first line of the message' (an exception may have an empty message)."""
+    lines = str(exc).strip().splitlines()
+    return type(exc).__name__ + (f": {lines[0][:200]}" if lines else "")
 
 
 def _torch_load(path: Path) -> object:
@@ -141,12 +160,24 @@ def load_into(module: nn.Module, sd: StateDict, external_groups: Iterable[str] =
     expected = {prefix + k: v.shape for k, v in module.state_dict(keep_vars=True).items()}
     external = check_state_dict(expected, sd, external_groups)
     targets = dict(module.named_parameters(remove_duplicate=False)) | dict(module.named_buffers())
+    _check_kinds(targets, sd, prefix)
     resolved = _resolve_ties(sd)
     for key, value in resolved.items():
         name = key[len(prefix):]
         _set_tensor(module, name, targets[name], value)
     _retie(module)
     return LoadReport(loaded=sorted(sd), external_missing=external)
+
+
+def _check_kinds(targets: Mapping[str, Tensor], sd: StateDict, prefix: str) -> None:
+    """Refuse integer or boolean values for float weights: a cast would load them silently (and wrongly)."""
+    wrong = [f"{key}: {value.dtype} for a {targets[key[len(prefix):]].dtype} weight" for key, value in sd.items()
+             if key[len(prefix):] in targets and targets[key[len(prefix):]].is_floating_point()
+             and not value.is_floating_point()]
+    if wrong:
+        more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+        raise CheckpointError("checkpoint holds non-float tensors where the model has float weights (not an "
+                              f"OmniMamba checkpoint?): {'; '.join(wrong[:5])}{more}")
 
 
 def _set_tensor(module: nn.Module, name: str, target: Tensor, value: Tensor) -> None:

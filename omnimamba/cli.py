@@ -1,4 +1,8 @@
-"""python -m omnimamba download | chat | generate | compare | bench | train | prepare"""
+"""python -m omnimamba download | chat | generate | compare | bench | train | prepare
+
+A mistake in the command (a missing or broken file, a bad value, a question that does not fit) ends it with one
+`error: ...` message and exit status 1; --debug adds the traceback. Anything else is a bug and shows its traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +10,40 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import DTYPES
 
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .hub import ModelChoice
+    from .sampling import SamplingParams
+
+
+class UsageError(ValueError):
+    """A value on the command line that cannot work; the message names the option."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that are the user's to fix (their message says how), not bugs."""
+    from .checkpoint import CheckpointError
+    from .compare import CompareError
+    from .engine import EngineError
+    from .hub import AssetUnavailable
+    from .model import PositionLimitError
+    from .model.vision import ImageError
+    from .tokenizer import PromptError
+
+    return (UsageError, AssetUnavailable, CheckpointError, EngineError, PositionLimitError, ImageError, PromptError,
+            CompareError, FileNotFoundError, IsADirectoryError, PermissionError)
+
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="hustvl/OmniMamba",
-                   help="Hub id, local OmniMamba-1.3b.pth or folder, or 'tiny-random' (no weights needed)")
+    p.add_argument("--model", default="auto",
+                   help="auto (default: the official weights when cached, else the shipped 'shapes' model), shapes, "
+                        "a Hub id, a local OmniMamba-1.3b.pth or folder, a model .safetensors, or tiny-random (tests)")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the weights")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
@@ -22,11 +51,41 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
 
 
-def load_engine(args: argparse.Namespace):
+def open_engine(model: str | None, revision: str | None = None, device: str | None = None,
+                dtype: str | None = None, tokenizer: str | None = None, offline: bool = False
+                ) -> tuple["Engine", "ModelChoice"]:
+    """The engine for a model name as the app and every command resolve it (hub.choose_model), and the choice
+    (its notice says when it is not the official model)."""
     from .engine import Engine
+    from .hub import choose_model
 
-    return Engine.load(args.model, args.revision, args.device, DTYPES.get(args.dtype), args.tokenizer,
-                       offline=True if args.offline else None)
+    choice = choose_model(model, revision)
+    engine = Engine.load(choice.model, revision, device, DTYPES.get(dtype), tokenizer,
+                         offline=True if offline else None)
+    engine.label = choice.label  # Engine.load names every loaded checkpoint OmniMamba-1.3B
+    if choice.notice:
+        logging.getLogger(__name__).warning("%s: %s", choice.label, choice.notice)
+    return engine, choice
+
+
+def load_engine(args: argparse.Namespace) -> "Engine":
+    return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline)[0]
+
+
+def sampling_from_args(args: argparse.Namespace) -> "SamplingParams":
+    from .sampling import SamplingParams
+
+    try:
+        return SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"sampling options: {exc}") from None
+
+
+def at_least(value: int, low: int, option: str, high: int | None = None) -> int:
+    if value < low or (high is not None and value > high):
+        raise UsageError(f"{option} must be {'in ' + str(low) + '..' + str(high) if high else 'at least ' + str(low)}"
+                         f", got {value}")
+    return value
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -40,16 +99,16 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from PIL import Image
+    from .model.vision import load_image
 
-    from .sampling import SamplingParams
-
+    params, limit = sampling_from_args(args), at_least(args.max_new_tokens, 1, "--max-new-tokens")
+    image = load_image(args.image) if args.image else None  # checked before the model loads
     engine = load_engine(args)
-    session = engine.new_session(Image.open(args.image) if args.image else None)
+    session = engine.new_session(image)
     questions = args.question or iter(lambda: input("you> "), "")
     for question in questions:
-        for event in engine.chat(session, question, SamplingParams(args.temperature, args.top_k, args.top_p, args.seed),
-                                 args.max_new_tokens):
+        event = None
+        for event in engine.chat(session, question, params, limit):
             print(event.delta, end="", flush=True)
         m = event.metrics
         print(f"\n  [{m.tokens} tokens, first after {m.ttft_s * 1000:.0f} ms, "
@@ -57,13 +116,16 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from .sampling import SamplingParams
+    from .engine import MAX_IMAGES_PER_PROMPT
 
+    params = sampling_from_args(args)
+    count = at_least(args.num_images, 1, "--num-images", MAX_IMAGES_PER_PROMPT)
+    if not 0.0 <= args.guidance_scale <= 20.0:
+        raise UsageError(f"--guidance-scale must be in [0, 20] (1 = off), got {args.guidance_scale}")
     engine = load_engine(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
-    for event in engine.text_to_image(args.prompt, args.num_images, params, args.guidance_scale):
+    for event in engine.text_to_image(args.prompt, count, params, args.guidance_scale):
         pass
     for i, image in enumerate(event.images):
         image.save(out / f"image_{i}.png")
@@ -104,20 +166,24 @@ def sampling_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m omnimamba", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m omnimamba", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="also show the traceback of a mistake's error")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("download", help="fetch every weight file into the Hugging Face cache, ahead of time")
+    p = sub.add_parser("download", parents=[common],
+                       help="fetch every weight file into the Hugging Face cache, ahead of time")
     p.add_argument("--revision", default=None)
     p.add_argument("--no-convert", action="store_true", help="skip the one-time conversion to safetensors")
     p.set_defaults(func=cmd_download)
-    p = sub.add_parser("chat", help="ask questions about an image")
+    p = sub.add_parser("chat", parents=[common], help="ask questions about an image")
     add_model_arguments(p)
     sampling_arguments(p)
     p.add_argument("--image", default=None)
     p.add_argument("--question", action="append", help="repeat for a multi-turn chat; omit for a prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=cmd_chat)
-    p = sub.add_parser("generate", help="text to image")
+    p = sub.add_parser("generate", parents=[common], help="text to image")
     add_model_arguments(p)
     sampling_arguments(p)
     p.add_argument("--prompt", required=True)
@@ -125,13 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=1.0, help="1 = off (the official setting)")
     p.add_argument("--out", default="outputs")
     p.set_defaults(func=cmd_generate)
-    p = sub.add_parser("compare", help="OmniMamba beside Show-o outputs: manifest, grids, HTML report")
+    p = sub.add_parser("compare", parents=[common],
+                       help="OmniMamba beside Show-o outputs: manifest, grids, HTML report")
     add_model_arguments(p)
     from .compare import add_arguments as add_compare_arguments
 
     add_compare_arguments(p)
     p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("bench", help="GPU benchmarks: task speed vs stock mamba-ssm, long context vs a Transformer")
+    p = sub.add_parser("bench", parents=[common],
+                       help="GPU benchmarks: task speed vs stock mamba-ssm, long context vs a Transformer")
     p.add_argument("--all", action="store_true",
                    help="every published figure (tasks, long context, start-up), each part in its own process, "
                         "within ~7 minutes on an H200; JSON files and summary.md in --out")
@@ -166,10 +234,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    from .engine import EngineError
-    from .hub import AssetUnavailable
-
     try:
         args.func(args)
-    except (AssetUnavailable, EngineError) as exc:
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except user_errors() as exc:
+        if getattr(args, "debug", False):
+            logging.getLogger(__name__).exception("the command failed")
         sys.exit(f"error: {exc}")

@@ -24,7 +24,7 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hub_errors
 
 from . import checkpoint
-from .config import OmniMambaConfig
+from .config import OmniMambaConfig, VisionConfig, VQConfig
 from .model import OmniMamba
 from .model.vision import create_tower
 
@@ -56,8 +56,109 @@ ASSETS = {
 DEFAULT_MODEL = ASSETS["omnimamba"].repo_id
 
 
+AUTO, SHAPES, TINY_RANDOM = "auto", "shapes", "tiny-random"  # model names besides Hub ids and paths
+SHIPPED_SHAPES = Path(__file__).resolve().parent / "shapes" / "weights" / "model.safetensors"
+CONFIG_KEY = "omnimamba_config"  # a packed checkpoint's metadata: the OmniMambaConfig as JSON
+GET_OFFICIAL = ("To use the real OmniMamba-1.3B: run `python -m omnimamba download` once where the Hugging Face Hub "
+                "is reachable (about 5 GB into its cache), then start again; or start with --model hustvl/OmniMamba.")
+
+
 class AssetUnavailable(RuntimeError):
     """An asset is neither in the cache nor downloadable; the message says which and the ways out."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a model name resolves to: `model` is what `load_model` (and Engine.load) takes, `label` names it in
+    the app and logs, `notice` says why it is not the official model and how to get that ("" when it is)."""
+    model: str
+    label: str
+    notice: str = ""
+
+
+def choose_model(name: str | None = AUTO, revision: str | None = None, cache_dir: str | os.PathLike | None = None
+                 ) -> ModelChoice:
+    """The one resolution of a model name for the app and every command. AUTO (or nothing): the official weights
+    when all of them are in the local cache, else the small `shapes` model shipped in the package (no network, no
+    wait); SHAPES: the shipped model; TINY_RANDOM: random tiny weights (tests); anything else: a Hub id or a path."""
+    name = (name or AUTO).strip()
+    if name == AUTO:
+        if official_cached(revision, cache_dir):
+            return ModelChoice(DEFAULT_MODEL, official_label(DEFAULT_MODEL, revision))
+        if not SHIPPED_SHAPES.is_file():
+            log.warning("the shipped shapes model is missing (%s); trying the official weights", SHIPPED_SHAPES)
+            return ModelChoice(DEFAULT_MODEL, official_label(DEFAULT_MODEL, revision))
+        return shapes_choice(f"The official weights are not in this machine's cache, so this is the small model "
+                             f"trained on a world of coloured shapes that ships with the package. {GET_OFFICIAL}")
+    if name == SHAPES:
+        return shapes_choice(f"The small shapes model shipped with the package. {GET_OFFICIAL}")
+    if name == TINY_RANDOM:
+        return ModelChoice(TINY_RANDOM, "tiny-random (random weights: outputs are noise)",
+                           "Random weights: the tiny test model, so answers and images are noise. Start without "
+                           "--model tiny-random for a model that works.")
+    if is_packed(Path(name).expanduser()):
+        return ModelChoice(name, f"OmniMamba ({Path(name).name})")
+    return ModelChoice(name, official_label(name, revision))
+
+
+def official_label(model: str, revision: str | None) -> str:
+    return f"OmniMamba-1.3B ({model}{'@' + revision if revision else ''})"
+
+
+def shapes_choice(notice: str) -> ModelChoice:
+    if not SHIPPED_SHAPES.is_file():
+        raise AssetUnavailable(f"the shapes model that ships with the package is missing: expected {SHIPPED_SHAPES}. "
+                               "Reinstall omnimamba (or check out the repository with its weights), or use "
+                               "--model hustvl/OmniMamba (the official weights) or --model tiny-random (random).")
+    return ModelChoice(str(SHIPPED_SHAPES), "OmniMamba shapes (small model shipped with the package)", notice)
+
+
+def official_cached(revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Every official file is in the local cache (checked without the network)."""
+    try:
+        for key, asset in ASSETS.items():
+            fetch(replace(asset, revision=revision) if key == "omnimamba" and revision else asset, cache_dir,
+                  offline=True)
+    except AssetUnavailable:
+        return False
+    return True
+
+
+def is_packed(path: Path) -> bool:
+    """A single .safetensors file that carries its own config (the shipped model, a trained one)."""
+    return path.suffix == ".safetensors" and path.is_file() and CONFIG_KEY in packed_metadata(path)
+
+
+def packed_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as exc:  # SafetensorError, OSError
+        raise checkpoint.CheckpointError(f"{path} could not be read as a safetensors file ({type(exc).__name__}: "
+                                         f"{exc}); it may be truncated or corrupt") from exc
+
+
+def config_from_json(text: str, where: str = "the checkpoint") -> OmniMambaConfig:
+    """The OmniMambaConfig written as JSON (dataclasses.asdict) into a packed checkpoint's metadata."""
+    try:
+        data = json.loads(text)
+        vision, vq = VisionConfig(**_tuples(data.pop("vision"))), VQConfig(**_tuples(data.pop("vq")))
+        return OmniMambaConfig(**data, vision=vision, vq=vq)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise checkpoint.CheckpointError(f"{where}: its {CONFIG_KEY} metadata is not an OmniMambaConfig "
+                                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _tuples(data: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def load_packed(path: Path, device: torch.device, dtype: torch.dtype) -> OmniMamba:
+    """A packed checkpoint (one safetensors file with the config in its metadata), checked strictly."""
+    config = config_from_json(packed_metadata(path)[CONFIG_KEY], str(path))
+    return _load_converted(path, config, device, dtype)
 
 
 def default_cache_dir() -> Path:
@@ -81,17 +182,20 @@ def fetch(asset: Asset, cache_dir: str | os.PathLike | None = None, offline: boo
         raise _unavailable(asset, cache_dir, offline) from exc
 
 
-def _unavailable(asset: Asset, cache_dir: str | os.PathLike | None, offline: bool) -> AssetUnavailable:
+def _unavailable(asset: Asset, cache_dir: str | os.PathLike | None, offline: bool,
+                 beside: Path | None = None) -> AssetUnavailable:
+    """The message for a missing asset; `beside`: the folder of a local OmniMamba-1.3b.pth (its VQ may go there)."""
     where = cache_dir or constants.HF_HUB_CACHE
     why = "offline mode is on (HF_HUB_OFFLINE=1 or --offline)" if offline else "the Hub could not be reached"
-    local = {"OmniMamba-1.3b.pth": "or point at the local file: --model /path/to/OmniMamba-1.3b.pth (or a folder "
-                                   "holding it).",
-             "vq_ds16_t2i.pt": "or put vq_ds16_t2i.pt beside OmniMamba-1.3b.pth and pass that folder: "
-                               "--model /path/to/folder."}.get(asset.filename, "")
-    return AssetUnavailable(
-        f"{asset.describe()} is not in the Hugging Face cache ({where}) and {why}.\n"
-        f"Connect once and run `python -m omnimamba download` (it fills the cache; then offline works)"
-        + (f",\n{local}" if local else "."))
+    fill = (f"Where the Hub is reachable, `huggingface-cli download {asset.repo_id} {asset.filename}` (or "
+            "`python -m omnimamba download`, every file) fills the cache; then offline works")
+    if asset.filename == "OmniMamba-1.3b.pth":
+        fill += ",\nor point at the local file: --model /path/to/OmniMamba-1.3b.pth (or a folder holding it)"
+    elif asset.filename == "vq_ds16_t2i.pt":
+        fill += (f",\nor copy {asset.filename} (it draws the images) into {beside}, beside the weights"
+                 if beside else f",\nor copy {asset.filename} into the folder of OmniMamba-1.3b.pth and pass "
+                                "that folder: --model /path/to/folder")
+    return AssetUnavailable(f"{asset.describe()} is not in the Hugging Face cache ({where}) and {why}.\n{fill}.")
 
 
 def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -100,22 +204,30 @@ def resolve_sources(model: str = DEFAULT_MODEL, revision: str | None = None, cac
     optionally vq_ds16_t2i.pt), or the .pth itself; the rest comes from the Hub cache."""
     local = Path(model).expanduser()
     sources: dict[str, Path] = {}  # (a trained folder/file never gets here: load_model reads it directly)
+    folder = local.parent if local.is_file() else local if local.is_dir() else None
     if local.is_file():
         sources["omnimamba"] = local
-    elif local.is_dir():
+    if folder is not None:  # the VQ may sit beside the weights
         for key in ("omnimamba", "vq"):
-            if (local / ASSETS[key].filename).is_file():
-                sources[key] = local / ASSETS[key].filename
+            if key not in sources and (folder / ASSETS[key].filename).is_file():
+                sources[key] = folder / ASSETS[key].filename
         if "omnimamba" not in sources:
             raise AssetUnavailable(f"{local} holds no {ASSETS['omnimamba'].filename}")
     elif not re.fullmatch(r"[\w.-]+/[\w.-]+", model):
-        raise AssetUnavailable(f"{model} is neither a file nor a folder, nor a Hub id (owner/name)")
+        raise AssetUnavailable(f"{model} is neither a file nor a folder, nor a Hub id (owner/name), nor one of "
+                               f"{AUTO}, {SHAPES}, {TINY_RANDOM}")
     for key in ("omnimamba", "vq", "dino", "siglip"):
         if key not in sources:
             asset = ASSETS[key]
             if key == "omnimamba":
                 asset = replace(asset, repo_id=model, revision=revision or asset.revision)
-            sources[key] = fetch(asset, cache_dir, offline)
+            try:
+                sources[key] = fetch(asset, cache_dir, offline)
+            except AssetUnavailable as exc:
+                if folder is None or not isinstance(exc.__cause__, (hub_errors.LocalEntryNotFoundError, OSError)):
+                    raise
+                offline_now = constants.HF_HUB_OFFLINE if offline is None else offline
+                raise _unavailable(asset, cache_dir, offline_now, folder) from exc.__cause__
     return sources
 
 
@@ -197,6 +309,9 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
+    if is_packed(Path(model).expanduser()):
+        net = load_packed(Path(model).expanduser(), device, dtype)
+        return net, {"sources": {"packed": model}, "converted_now": False, "load_s": time.perf_counter() - t0}
     sources = resolve_sources(model, revision, cache_dir, offline)
     out = converted_path(sources, config, converted_dir)
     report: dict = {"sources": {k: str(v) for k, v in sources.items()}, "converted": str(out),
@@ -227,8 +342,8 @@ def _load_converted(path: Path, config: OmniMambaConfig, device: torch.device, d
     try:
         sd = load_file(str(path), device=str(device))  # memory-mapped, straight onto the device
     except Exception as exc:
-        raise checkpoint.CheckpointError(f"the converted checkpoint {path} is unreadable ({exc}); delete it and "
-                                         f"it will be rebuilt from the downloaded files") from exc
+        raise checkpoint.CheckpointError(f"the checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); if it "
+                                         "is a converted one, delete it and it is rebuilt from the downloads") from exc
     checkpoint.load_into(model, sd)
     checkpoint.materialize(model, device)
     return model.eval()

@@ -3,10 +3,15 @@
 Image chat (the official inference template, "phi1.5"):  "USER: {question} ASSISTANT:"  (no BOS/EOS);
 later turns follow the answer and its <|endoftext|>:       "USER: {question} ASSISTANT:"
 Text to image: [<|t2i|>, <|sot|>] + caption ids (first 68 kept, left-padded with [PAD]) + [<|eot|>, <|soi|>].
+
+User text is only text: a control token written in a question or a prompt (`<|t2i|>`, `<|soi|>`, `<|endoftext|>`,
+`[PAD]`, ...) is tokenized as the characters it is written with, never as the control id, so no input can change
+the task layout (the official code lets them through; see README "What user text can do").
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +21,10 @@ from tokenizers.decoders import DecodeStream
 from .config import EOS_ID, EOT_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
 
 ADDED_TOKENS = ["<|soi|>", "<|eoi|>", "<|sot|>", "<|eot|>", "<|t2i|>", "<|mmu|>", "<|soc|>", "<|eoc|>", "<|lvg|>"]
+# strings the tokenizer would turn into control ids; in user text they stay plain characters
+CONTROL_TOKENS = ("<|endoftext|>", "<|padding|>", "[PAD]", *ADDED_TOKENS)
+_CONTROL = re.compile("|".join(re.escape(token) for token in CONTROL_TOKENS))
+CONTROL_IDS = frozenset({EOS_ID, 1, *range(PAD_ID, PAD_ID + 10)})  # <|endoftext|>, <|padding|>, [PAD], task tokens
 BASE_VOCAB = PAD_ID  # the base vocabulary ends where [PAD] starts
 CHAT_TURN = "USER: {question} ASSISTANT:"
 # EleutherAI/gpt-neox-20b's tokenizer.json (Apache-2.0, see NOTICE), shipped so nothing needs the Hub to talk
@@ -48,11 +57,20 @@ class OmniTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None) -> "OmniTokenizer":
         """Load a tokenizer.json with GPT-NeoX-20B's ids; by default the copy shipped in the package."""
-        path = Path(path) if path is not None else SHIPPED_TOKENIZER
+        if path is None and not SHIPPED_TOKENIZER.is_file():
+            raise FileNotFoundError(f"the tokenizer shipped with omnimamba is missing ({SHIPPED_TOKENIZER}): "
+                                    "reinstall the package, or pass --tokenizer /path/to/tokenizer.json "
+                                    "(GPT-NeoX-20B's)")
+        path = Path(path).expanduser() if path is not None else SHIPPED_TOKENIZER
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}; pass a GPT-NeoX-20B tokenizer.json, or "
-                                    f"leave the option out to use the one shipped with omnimamba")
-        return cls(Tokenizer.from_file(str(path)))
+            raise FileNotFoundError(f"tokenizer file not found: {path}; pass --tokenizer /path/to/tokenizer.json "
+                                    "(GPT-NeoX-20B's), or leave --tokenizer out to use the copy shipped with omnimamba")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # not JSON, not a tokenizer: the library raises a bare Exception
+            raise ValueError(f"{path} could not be read as a tokenizer.json ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}); pass --tokenizer with GPT-NeoX-20B's tokenizer.json") from None
+        return cls(tokenizer)
 
     def __len__(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)  # 50287
@@ -60,16 +78,28 @@ class OmniTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def encode_user_text(self, text: str) -> list[int]:
+        """Ids of text a user wrote: each control token in it is cut after its first character, so that it is
+        tokenized as plain characters (text without control tokens gets exactly `encode`'s ids)."""
+        ids, start = [], 0
+        for match in _CONTROL.finditer(text):
+            ids += self.encode(text[start:match.start() + 1])
+            start = match.start() + 1
+        ids += self.encode(text[start:])
+        if CONTROL_IDS.intersection(ids):  # cannot happen; the task layout depends on it, so it is checked
+            raise PromptError("the text could not be tokenized without control tokens")
+        return ids
+
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids; <|endoftext|> and the task tokens are dropped."""
         return self.tok.decode([i for i in ids if i != EOS_ID and i < PAD_ID], skip_special_tokens=True)
 
     def chat_turn(self, question: str) -> list[int]:
         """Ids of one user turn of an image chat (the first turn and every later one use the same text)."""
-        return self.encode(CHAT_TURN.format(question=_clean(question, "question")))
+        return self.encode_user_text(CHAT_TURN.format(question=_clean(question, "question")))
 
     def caption(self, prompt: str, caption_len: int) -> Caption:
-        ids = self.encode(_clean(prompt, "prompt"))
+        ids = self.encode_user_text(_clean(prompt, "prompt"))
         kept = ids[:caption_len]  # the official code keeps the head of a long caption
         padded = [PAD_ID] * (caption_len - len(kept)) + kept
         return Caption([T2I_ID, SOT_ID, *padded, EOT_ID, SOI_ID], len(ids) > caption_len, len(ids))

@@ -113,3 +113,39 @@ def test_tower_weights_load_from_timm_layout_dicts(tiny_model):
     del siglip["pos_embed"]
     with pytest.raises(CheckpointError, match="missing \\(1\\)"):
         fresh.load_vision_state_dicts(dino, siglip)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_an_empty_file_is_a_readable_checkpoint_error(tmp_path, suffix):
+    path = tmp_path / f"OmniMamba-1.3b{suffix}"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty .0 bytes.*fetch it again") as info:
+        read_state_dict(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_truncated_file_names_itself(tiny_model, tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    sd = {k: v.contiguous() for k, v in official_layout(tiny_model).items()}
+    if suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        from safetensors.torch import save_file
+        sd.pop("llm_backbone.mamba.lm_head.weight")
+        sd.pop("llm_backbone.mamba.img_head.weight")
+        save_file(sd, str(path))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
+        read_state_dict(path)
+    assert str(path) in str(info.value)
+
+
+def test_an_integer_tensor_for_a_float_weight_is_refused(tiny_model):
+    sd = official_layout(tiny_model)
+    key = "llm_backbone.mamba.backbone.layers.0.mixer.out_proj.weight"
+    sd[key] = sd[key].to(torch.int64)
+    with torch.device("meta"):
+        loaded = OmniMamba(OmniMambaConfig.tiny())
+    with pytest.raises(CheckpointError, match=f"non-float.*{key}: torch.int64"):
+        loaded.load_official_state_dict(sd)

@@ -135,7 +135,7 @@ def test_from_pretrained_and_the_engine_loader(cache, monkeypatch):
 
 
 def test_a_missing_asset_says_only_the_ways_out_that_work_for_it(tmp_path):
-    for key, hint in [("omnimamba", "--model /path/to/OmniMamba-1.3b.pth"), ("vq", "beside OmniMamba-1.3b.pth"),
+    for key, hint in [("omnimamba", "--model /path/to/OmniMamba-1.3b.pth"), ("vq", "into the folder of OmniMamba-1.3b.pth"),
                       ("siglip", None)]:
         with pytest.raises(hub.AssetUnavailable) as error:
             hub.fetch(hub.ASSETS[key], tmp_path / "empty", offline=True)

@@ -23,6 +23,8 @@ from typing import Iterable
 
 from PIL import Image
 
+from ..model.vision import MAX_IMAGE_PIXELS
+
 log = logging.getLogger(__name__)
 
 TASKS = ("t2i", "mmu")  # text to image; multimodal understanding (image chat)
@@ -182,9 +184,14 @@ def check_image_file(path: Path, where: str) -> tuple[int, int]:
         raise CompareError(f"{where}: image file {path} is missing")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
+                raise CompareError(f"{where}: image {path} is {image.width}x{image.height}; images up to "
+                                   f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted")
             image.load()
             return image.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, CompareError):
+            raise
         raise CompareError(f"{where}: could not read image {path} ({exc}); re-save it as PNG or remove it") from exc
 
 

@@ -194,7 +194,7 @@ def _file_uri(path: Path) -> str:
 def _thumbnail_uri(path: Path) -> str:
     """A PNG at most THUMBNAIL px on a side: chat inputs can be large photos and only give context."""
     with Image.open(path) as image:
-        small = image.convert("RGB")
+        small = ImageOps.exif_transpose(image).convert("RGB")  # as the model saw it (model.vision.load_image)
         small.thumbnail((THUMBNAIL, THUMBNAIL))
     buffer = io.BytesIO()
     small.save(buffer, format="PNG")

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from PIL import Image
-
+from ..model.vision import ImageError, load_image
 from ..sampling import SamplingParams
 from .items import MANIFEST, CompareError, Item, check_image_file, import_showo, pair_items, read_prompts, \
     read_questions, write_manifest
@@ -47,8 +46,10 @@ def answer_item(engine: Engine, image_path: str | Path | None, question: str, pa
     if image_path is not None:
         image_path = Path(image_path).resolve()
         check_image_file(image_path, "image chat")
-        with Image.open(image_path) as opened:
-            image = opened.convert("RGB")
+        try:
+            image = load_image(image_path)  # the loader every door uses: upright (EXIF), size-checked
+        except ImageError as exc:
+            raise CompareError(f"image chat: {exc}") from None
     start = time.perf_counter()
     session = engine.new_session(image)  # encodes the image, synchronously
     encode_s = time.perf_counter() - start

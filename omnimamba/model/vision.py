@@ -7,15 +7,50 @@ then each tower's own normalisation.
 """
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import timm
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
 from ..config import VisionConfig
 
 PixelValues = dict[str, Tensor]  # {"dino": (b, 3, S, S), "siglip": (b, 3, S, S)}
+MAX_IMAGE_PIXELS = 40_000_000  # larger inputs are refused before decoding (decompression bombs)
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; `too_large` tells a size refusal from an unreadable file."""
+
+    def __init__(self, message: str, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The one way every door (app, API, CLI, compare) reads an input image: size checked from the header before
+    any pixel is decoded, EXIF orientation applied (a phone photo is seen upright), then RGB."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise ImageError(f"the image is {image.width}x{image.height}; images up to "
+                                     f"{max_pixels // 1_000_000} megapixels are accepted", too_large=True)
+                return ImageOps.exif_transpose(image).convert("RGB")
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"the image is far too large (a possible decompression bomb); images up to "
+                         f"{max_pixels // 1_000_000} megapixels are accepted", too_large=True) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{os.fspath(path)} could not be read as an image ({type(exc).__name__}); "
+                         "use a PNG, JPEG or WebP file") from None
 
 
 def create_tower(name: str, image_size: int, overrides: dict, pretrained: bool = False, **timm_kwargs) -> nn.Module:

@@ -49,7 +49,7 @@ def served(engine):
     demo = app.build_demo(engine)
     url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
     try:
-        yield engine, Client(url, verbose=False, download_files=False)
+        yield engine, Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
     finally:
         demo.close()
 
@@ -184,10 +184,11 @@ def test_gpu_handlers_share_one_queue(engine):
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def test_without_weights_the_app_fails_fast_with_the_loaders_message(tmp_path):
+def test_without_weights_the_official_model_fails_fast_with_the_loaders_message(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMNIMAMBA_CACHE": str(tmp_path)}
     env.pop("OMNIMAMBA_TOKENIZER", None)
-    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--offline", "--port", str(free_port())],
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--offline", "--model", "hustvl/OmniMamba",
+                           "--port", str(free_port())],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode != 0 and "error:" in done.stderr and "Traceback" not in done.stderr
     assert "OmniMamba weights" in done.stderr and "--model /path/to/OmniMamba-1.3b.pth" in done.stderr
@@ -254,3 +255,104 @@ def test_the_api_loads_a_showo_set_and_compares_it_pair_by_pair(served, tmp_path
 
 
 # ---------------------------------------------------------------------------------------------- compare: a Show-o set
+
+
+# ---------------------------------------------------------------------------------------------- issue 13 through the API
+def test_a_question_that_does_not_fit_and_a_full_chat_are_messages(served):
+    engine, client = served
+    with pytest.raises(AppError, match="holds at most"):
+        chat(client, HOUSE, question="why " * 200)
+    session = chat(client, HOUSE, question="Describe it.", max_new_tokens=1024, top_k=0, seed=3)[-1][2]
+    with pytest.raises(AppError, match="This conversation is full") as error:
+        for _ in range(40):
+            chat(client, question="And what else is there?", session=session, max_new_tokens=1024, top_k=0, seed=3)
+    assert "Start a new chat" in str(error.value) and not engine.lock.locked()
+    assert chat(client, max_new_tokens=2)[-1][1]["done"]
+
+
+def raw_call(client: Client, api: str, data: str) -> str:
+    """An API call sent as raw JSON text (it may hold NaN, which gradio_client cannot send); the event stream."""
+    import httpx
+
+    base = client.src.rstrip("/")
+    posted = httpx.post(f"{base}/gradio_api/call/{api}", content='{"data": ' + data + "}",
+                        headers={"Content-Type": "application/json"}, timeout=WAIT_S)
+    event_id = posted.json()["event_id"]
+    return httpx.get(f"{base}/gradio_api/call/{api}/{event_id}", timeout=WAIT_S).text
+
+
+@pytest.mark.parametrize("api, data", [
+    ("chat", '[null, "What is it?", "", NaN, 1.0, 1, 0.0, -1]'),
+    ("chat", '[null, "What is it?", "", Infinity, 1.0, 1, 0.0, -1]'),
+    ("text_to_image", '["a red cube", NaN, 7, 1.0, 1, 0.0, 1.0, false]'),
+], ids=["nan-tokens", "inf-tokens", "nan-images"])
+def test_not_a_number_is_a_message(served, api, data):
+    _, client = served
+    stream = raw_call(client, api, data)
+    assert "event: error" in stream and "must be a whole number" in stream, stream
+    assert "null" not in stream.split("event: error", 1)[1].splitlines()[1], stream
+
+
+def test_compare_load_refuses_huge_images_before_decoding_them_and_runs_two_at_a_time(served, engine, tmp_path):
+    _, client = served
+    files = write_showo_set(tmp_path / "folder")
+    write_png_header(files[0], 13_000, 13_000)
+    with pytest.raises(AppError, match="megapixels"):
+        client.predict([handle_file(str(f)) for f in files], "", api_name="/compare_load")
+    demo = app.build_demo(engine)
+    loads = [fn for fn in demo.fns.values() if fn.concurrency_id == "compare_load"]
+    assert len(loads) == 2 and all(fn.concurrency_limit == 2 for fn in loads), "the API's and the tab's"
+
+
+def exif_rotated(path: Path) -> Path:
+    """A 40x20 JPEG whose EXIF says: turn me 90 degrees (a phone photo taken upright)."""
+    image = Image.new("RGB", (40, 20), "blue")
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif)
+    return path
+
+
+def test_every_door_sees_a_photo_upright(served, tmp_path, monkeypatch):
+    engine, client = served
+    photo, seen = exif_rotated(tmp_path / "photo.jpg"), []
+    new_session = engine.new_session
+    monkeypatch.setattr(engine, "new_session", lambda image=None: seen.append(image.size) or new_session(image))
+    chat(client, photo, max_new_tokens=2)
+    client.predict(handle_file(str(photo)), "What is it?", "", 2, 1.0, 1, 0.0, 0, api_name="/compare_chat")
+    from omnimamba.cli import main
+    main(["chat", "--model", "tiny-random", "--image", str(photo), "--question", "hi", "--max-new-tokens", "2",
+          "--device", "cpu"])
+    assert seen[:2] == [(20, 40), (20, 40)]
+
+
+def test_the_default_model_is_the_shipped_one_with_a_banner(tmp_path, monkeypatch):
+    from omnimamba import hub
+    from omnimamba.cli import open_engine
+    from tests.test_model_choice import write_packed
+
+    shipped = tmp_path / "shapes" / "weights" / "model.safetensors"
+    write_packed(shipped)
+    monkeypatch.setattr(hub, "SHIPPED_SHAPES", shipped)
+    monkeypatch.setattr(hub, "official_cached", lambda *args, **kwargs: False)
+    engine, choice = open_engine(None, device="cpu")
+    assert "shapes" in engine.info()["model"] and choice.model == str(shipped)
+    header = app.header_html({**engine.info(), "size": app.model_size(engine.model)}, choice.notice)
+    assert "om-banner" in header and "python -m omnimamba download" in header
+    assert "one 1.3B-parameter" not in header and "-parameter Mamba-2 model" in header, "the real size"
+
+
+def test_a_clients_session_owner_reaches_an_engine_that_takes_one(served, monkeypatch):
+    """Issue 13 item 22, the app's side: when the engine bounds sessions per owner (new_session(..., owner=)), each
+    API client's chats are opened under its own Gradio session."""
+    engine, client = served
+    owners, new_session = [], engine.new_session
+
+    def per_owner(image=None, owner=None):
+        owners.append(owner)
+        return new_session(image)
+    monkeypatch.setattr(engine, "new_session", per_owner)
+    chat(client, max_new_tokens=2)
+    other = Client(client.src, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+    chat(other, max_new_tokens=2)
+    assert len(owners) == 2 and all(owners) and owners[0] != owners[1]

@@ -152,7 +152,7 @@ def test_two_images_fill_the_gallery(page, shot):
     count.fill("2")
     count.press("Tab")
     page.get_by_role("button", name="Generate").click()
-    watch(lambda: page.inner_text(".om-note"), lambda text: "2 images" in text and "seed" in text
+    watch(lambda: page.inner_text("#om-t2i-note"), lambda text: "2 images" in text and "seed" in text
           and "Generating" not in text)
     assert page.locator("#om-gallery img").count() == 2
     final = panel_text(page)

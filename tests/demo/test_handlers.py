@@ -31,10 +31,15 @@ def engine(tiny_model_shared, tokenizer) -> Engine:
 
 # ---------------------------------------------------------------------------------------------- handlers directly
 def run_turn(ui: ChatHandlers, message: dict, history: list, conv: Conversation, **settings):
-    history, _, conv = ui.add_message(message, history, conv)
+    history, _, conv, _ = ui.add_message(message, history, conv)
     values = dict(max_new_tokens=6, temperature=1.0, top_k=1, top_p=0.0, seed=-1) | settings
-    outputs = list(ui.respond(history, conv, *values.values()))
+    outputs = shown(ui.respond(history, conv, *values.values()))
     return outputs[-1][0], outputs[-1][1], outputs
+
+
+def shown(updates) -> list[tuple]:
+    """A stream's updates that change the chat (the last one only re-enables the input)."""
+    return [update for update in updates if not isinstance(update[0], type(gr.skip()))]
 
 
 def test_ui_chat_turns_retry_and_a_lost_session_rebuild_the_same_context(engine):
@@ -46,35 +51,100 @@ def test_ui_chat_turns_retry_and_a_lost_session_rebuild_the_same_context(engine)
     first_answer = history[-1]["content"]
     assert len(conv.turns) == 2 and conv.turns[1].params == SamplingParams(1.0, 0, 0.0, 5)
 
-    history, conv, _ = ui.retry(history, conv)  # the same settings again: a replayed context gives the same answer
-    outputs = list(ui.respond(history, conv, 6, 1.0, 0, 0.0, 5))
+    history, conv, _, _ = ui.retry(history, conv)  # the same settings again: a replayed context gives the same answer
+    outputs = shown(ui.respond(history, conv, 6, 1.0, 0, 0.0, 5))
     assert outputs[-1][0][-1]["content"] == first_answer and len(outputs[-1][0]) == len(history) + 1
 
     engine.end_session(conv.session_id)  # as if evicted: the next turn rebuilds it from the recorded turns
     history, conv, _ = run_turn(ui, {"text": "More?", "files": []}, outputs[-1][0], outputs[-1][1])
     assert engine.sessions[conv.session_id].turns == 3
 
-    history, _, conv = ui.add_message({"text": "", "files": [str(HOUSE)]}, history, conv)
+    history, _, conv, note = ui.add_message({"text": "", "files": [str(HOUSE)]}, history, conv)
+    assert note == "New image: a new conversation starts."
     assert conv.turns == [] and conv.pending == DEFAULT_QUESTION and len(history) == 2, "new image, new chat"
 
 
-def test_ui_refuses_bad_messages_before_the_gpu(engine, tmp_path):
+def test_ui_refuses_bad_messages_beside_the_input_and_changes_nothing_else(engine, tmp_path):
     ui = ChatHandlers(engine)
     (tmp_path / "x.png").write_bytes(b"not a png")
-    for message in [{"text": "  ", "files": []}, {"text": "hi", "files": [str(tmp_path / "x.png")]},
-                    {"text": "x" * (MAX_QUESTION_CHARS + 1), "files": []}, None]:
-        with pytest.raises(gr.Error):
-            ui.add_message(message, [], Conversation())
-    with pytest.raises(gr.Error, match="no answer to retry"):
-        ui.retry([], Conversation())
+    for message, words in [({"text": "  ", "files": []}, "Type a question"),
+                           ({"text": "hi", "files": [str(tmp_path / "x.png")]}, "could not be read as an image"),
+                           ({"text": "x" * (MAX_QUESTION_CHARS + 1), "files": []}, "the limit is"),
+                           (None, "Type a question")]:
+        conv = Conversation()
+        history, box, conv, note = ui.add_message(message, [], conv)
+        assert isinstance(history, type(gr.skip())) and box.interactive and conv.pending is None
+        assert note.startswith("⚠️") and md_escape(words) in note
+        assert list(ui.respond([], conv, 6, 1.0, 1, 0.0, -1))[-1][-1].interactive  # nothing to answer; ready
+    _, _, _, note = ui.retry([], Conversation())
+    assert "no answer to retry" in note
+
+
+def test_a_question_that_does_not_fit_is_refused_before_any_work(engine):
+    ui = ChatHandlers(engine)
+    history, _, conv, note = ui.add_message({"text": "why " * 200, "files": [str(HOUSE)]}, [], Conversation())
+    assert "tokens; this model's chat holds at most" in note.replace("\\", "") and conv.pending is None
+
+
+def test_a_chat_that_fills_up_ends_cleanly_and_says_what_to_do(engine):
+    """Until the positions run out, then every follow-up: the stream ends, the input is ready again (holding the
+    question), the panel leaves its working state, and the note says to start a new chat."""
+    ui = ChatHandlers(engine)
+    history, conv = [], Conversation()
+    history, _, conv, _ = ui.add_message({"text": "Describe it.", "files": [str(HOUSE)]}, history, conv)
+    history = shown(ui.respond(history, conv, 1024, 1.0, 0, 0.0, 3))[-1][0]
+    for _ in range(40):
+        history, _, conv, note = ui.add_message({"text": "And what else is there?", "files": []}, history, conv)
+        if conv.pending is None:
+            break
+        outputs = list(ui.respond(history, conv, 1024, 1.0, 0, 0.0, 3))
+        final = outputs[-1]
+        assert final[-1].interactive, "the input is ready again"
+        history = shown(outputs)[-1][0]
+    assert "This conversation is full" in note.replace("\\", "") and "Start a new chat" in note
+
+
+def test_any_failure_while_answering_ends_the_stream_cleanly(engine, monkeypatch):
+    ui = ChatHandlers(engine)
+    history, _, conv, _ = ui.add_message({"text": "What is it?", "files": [str(HOUSE)]}, [], Conversation())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+        yield
+    monkeypatch.setattr(engine, "chat", broken)
+    chat, conv, panel, note, box = list(ui.respond(history, conv, 6, 1.0, 1, 0.0, -1))[-1]
+    assert chat == history[:-1] and box.interactive and box.value == {"text": "What is it?", "files": []}
+    assert "Not answered" in panel and 'data-live="false"' in panel and "Something went wrong" in note
+
+
+def test_stop_says_stopped(engine):
+    ui = ChatHandlers(engine)
+    conv = Conversation(last_metrics=RequestMetrics("chat", "CPU", "float32", "x", tokens=7, done=False))
+    panel, note, box = ui.stopped(conv)
+    assert "Stopped" in panel and "7 tokens" in panel and 'data-live="false"' in panel and "Stopped" in note
+    note, panel = ImageHandlers(engine).stopped(None)
+    assert "Stopped" in note and "Stopped" in panel
 
 
 def test_ui_images_streams_previews_and_notes(engine):
     ui = ImageHandlers(engine)
-    outputs = list(ui.images("a blue ball", 3, 11, 1.0, 0, 0.0, 1.0, True))
-    gallery, note, panel = outputs[-1]
-    assert len(gallery.value) == 3 and gallery.columns == 3 and "seed `11`" in note and "64×64" in note
+    outputs = list(ui.images("a blue ball", 1, 11, 1.0, 0, 0.0, 1.0, True))
+    gallery, note, panel, metrics = outputs[-1]
+    assert len(gallery.value) == 1 and "seed `11`" in note and "64×64" in note and metrics.done
     assert "Generating" in outputs[0][1] and "row" in outputs[0][2]
+
+
+def test_several_images_are_sampled_and_named_by_prompt_and_seed(engine):
+    ui = ImageHandlers(engine)
+    outputs = list(ui.images("A red circle!", 3, 11, 1.0, 1, 0.0, 1.0, False))
+    gallery, note, _, _ = outputs[-1]
+    assert len(gallery.value) == 3 and gallery.columns == 3
+    assert "Several images are sampled" in note
+    names = [item["image"]["orig_name"] for item in gallery.value]
+    assert names[0] == "a-red-circle_seed11_1.png" and names[2].endswith("_3.png")
+    assert [item["caption"][:10] for item in gallery.value] == ["#1 · seed ", "#2 · seed ", "#3 · seed "]
+    _, note, _, _ = list(ui.images("A red circle", 1, 11, 1.0, 1, 0.0, 1.0, False))[-1]
+    assert "sampled" not in note, "one image stays greedy"
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -221,3 +291,17 @@ def test_the_pair_table_says_what_each_side_recorded():
 def test_warm_up_runs_one_request_of_each_kind(engine):
     warm_up(engine)
     assert not engine.lock.locked()
+
+
+def test_a_bad_load_keeps_the_set_loaded_before_and_says_so(engine, tmp_path):
+    ui = ComparePairHandlers(engine)
+    files = write_showo_set(tmp_path / "good")
+    cset = ui.load_set([str(f) for f in files], None, CompareSet())[0]
+    try:
+        outputs = ui.load_set([str(files[0])], None, cset)
+        assert outputs[0] is cset and len(cset.showo) == 3 and Path(cset.folder).is_dir()
+        status = outputs[2].replace("\\", "")
+        assert "Also upload the prompts" in status and "still loaded (3 pairs)" in status
+        assert all(isinstance(value, type(gr.skip())) for i, value in enumerate(outputs) if i not in (0, 2))
+    finally:
+        cset.close()

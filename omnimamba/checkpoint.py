@@ -228,10 +228,14 @@ def config_from_json(text: str):
 
     from .config import OmniMambaConfig, VisionConfig, VQConfig
 
-    data = json.loads(text)
-    vision = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vision").items()}
-    vq = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vq").items()}
-    return OmniMambaConfig(**data, vision=VisionConfig(**vision), vq=VQConfig(**vq))
+    try:
+        data = json.loads(text)
+        vision = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vision").items()}
+        vq = {k: tuple(v) if isinstance(v, list) else v for k, v in data.pop("vq").items()}
+        return OmniMambaConfig(**data, vision=VisionConfig(**vision), vq=VQConfig(**vq))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"its omnimamba_config metadata is not an OmniMambaConfig ({type(exc).__name__}: "
+                              f"{exc}); the file is damaged or was written by another program") from exc
 
 
 def trained_model_file(path: str | os.PathLike) -> Path | None:

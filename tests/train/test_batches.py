@@ -33,7 +33,7 @@ def test_two_turn_chat_equals_what_the_engine_feeds(tiny_engine, builder, tokeni
         for i, token in enumerate(tokens):
             yield ChatStep(token, "eos" if i == len(tokens) - 1 else None)
 
-    monkeypatch.setattr("omnimamba.engine.chat_tokens", forced_answer)
+    monkeypatch.setattr("omnimamba.streams.chat_tokens", forced_answer)
     session_id = tiny_engine.new_session(Image.new("RGB", (32, 32), (200, 30, 30)))
     for question, _ in TURNS:
         list(tiny_engine.chat(session_id, question, SamplingParams()))
@@ -75,7 +75,7 @@ def test_t2i_prefixes_are_the_engines_conditional_and_unconditional_ones(tiny_en
         fed.update(prefix=prefix_ids[0].tolist(), uncond=uncond_ids[0].tolist())
         yield from ()
 
-    monkeypatch.setattr("omnimamba.engine.image_tokens", capture)
+    monkeypatch.setattr("omnimamba.streams.image_tokens", capture)
     prompt = "a red square on the left of a very long caption that the tiny model must cut"
     list(tiny_engine.text_to_image(prompt, guidance_scale=3.0))
     assert builder.caption_prefix(prompt, dropped=False) == fed["prefix"]

@@ -32,7 +32,8 @@ from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, one_p
 from demo.handlers import beside, user_errors
 from demo.images import ImageHandlers
 from demo.inputs import COMPARE_NEW_TOKENS, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SEED
-from demo.launch import EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, model_size, parse_args, warm_up
+from demo.launch import (EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, model_size, open_engine_or_fallback,
+                         parse_args, warm_up)
 from demo.showo_set import CompareSet
 from omnimamba.compare import IMAGE_SUFFIXES
 from omnimamba.engine import MAX_IMAGES_PER_PROMPT, Engine
@@ -350,11 +351,10 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: boo
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv, __doc__)
-    from omnimamba.cli import open_engine, user_errors as mistakes
+    from omnimamba.cli import user_errors as mistakes
 
     try:
-        engine, choice = open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer,
-                                     args.offline)
+        engine, choice = open_engine_or_fallback(args)
     except mistakes() as exc:
         sys.exit(f"error: {exc}")
     if args.warmup and engine.device.type == "cuda" and not ZERO_GPU:  # on ZeroGPU there is no GPU until a call

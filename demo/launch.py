@@ -3,6 +3,7 @@ inputs shipped in assets/, and the warm-up before serving."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -97,3 +98,22 @@ def warm_up(engine: Engine) -> None:
     for _ in engine.text_to_image("a warm-up image", 1, SamplingParams()):
         pass
     log.info("warm-up done in %.1f s", time.perf_counter() - start)
+
+
+def open_engine_or_fallback(args: argparse.Namespace) -> tuple[Engine, "ModelChoice"]:
+    """The model `--model` names; with no --model and no weights this machine can reach (no cached official
+    weights, no shipped model, no Hub), the app still starts: on the tiny random model, with a banner that says
+    its outputs are noise and how to get the real model (the README's first command works with no network)."""
+    from omnimamba.cli import open_engine
+    from omnimamba.hub import AUTO, GET_OFFICIAL, TINY_RANDOM, AssetUnavailable
+
+    try:
+        return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline)
+    except AssetUnavailable as exc:
+        if (args.model or AUTO) != AUTO:
+            raise
+        logging.getLogger(__name__).warning("no model weights reachable (%s); starting on %s", exc, TINY_RANDOM)
+    engine, choice = open_engine(TINY_RANDOM, None, args.device, args.dtype, args.tokenizer, args.offline)
+    notice = ("No model weights are reachable here (none cached, none shipped, no Hub), so the app runs on random "
+              f"tiny weights to show the interface: answers and images are noise. {GET_OFFICIAL}")
+    return engine, dataclasses.replace(choice, notice=notice)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 try:  # Hugging Face ZeroGPU: `spaces` must be imported before anything imports torch (and could touch CUDA)
     import spaces  # noqa: F401
-except ImportError:
-    pass
+except ImportError:  # not on a Space: demo/gpu.py then runs handlers without a GPU reservation
+    spaces = None
 
 import logging
 import os

@@ -3,7 +3,6 @@ that they differ, each with its own seed when the engine takes one per image."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import shutil
 import tempfile
@@ -79,13 +78,11 @@ class ImageHandlers(Handlers):
         count = whole_number(num_images, "number of images", 1, MAX_IMAGES_PER_PROMPT)
         params, varied = for_variety(sampling(temperature, top_k, top_p, seed), count)
         guidance_scale = check_guidance(guidance_scale)
-        per_image = "seeds" in inspect.signature(self.engine.text_to_image).parameters
-        seeds = image_seeds(params.seed, count, per_image and not params.greedy)
-        extra = {"seeds": seeds} if per_image else {}
+        seeds = image_seeds(params.seed, count, False)
         with closing(self.engine.text_to_image(prompt, count, params, guidance_scale,
-                                               PREVIEW_EVERY if previews else 0, **extra)) as events:
-            for event in events:
-                yield event, seeds, varied
+                                               PREVIEW_EVERY if previews else 0)) as events:
+            for event in events:  # a sampled request's images have one seed each (the engine reports them)
+                yield event, list(event.seeds) if event.seeds else seeds, varied
 
     def stopped(self, last: RequestMetrics | None) -> tuple[str, str]:
         """Stop: (note, panel) say so; the previews stay, unfinished."""

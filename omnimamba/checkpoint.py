@@ -246,5 +246,9 @@ def trained_model_file(path: str | os.PathLike) -> Path | None:
     file = path / "model.safetensors" if path.is_dir() else path
     if file.suffix != ".safetensors" or not file.is_file():
         return None
-    with safe_open(str(file), framework="pt") as f:
-        return file if TRAINED_CONFIG_KEY in (f.metadata() or {}) else None
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return file if TRAINED_CONFIG_KEY in (f.metadata() or {}) else None
+    except Exception as exc:  # SafetensorError (no common base class to name), OSError
+        raise CheckpointError(f"{file} could not be read as a safetensors file ({type(exc).__name__}: {exc}); "
+                              f"it may be truncated or corrupt") from exc

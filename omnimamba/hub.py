@@ -24,7 +24,8 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hub_errors
 
 from . import checkpoint
-from .config import OmniMambaConfig, VisionConfig, VQConfig
+from .checkpoint import config_from_json
+from .config import OmniMambaConfig
 from .model import OmniMamba
 from .model.vision import create_tower
 
@@ -58,7 +59,7 @@ DEFAULT_MODEL = ASSETS["omnimamba"].repo_id
 
 AUTO, SHAPES, TINY_RANDOM = "auto", "shapes", "tiny-random"  # model names besides Hub ids and paths
 SHIPPED_SHAPES = Path(__file__).resolve().parent / "shapes" / "weights" / "model.safetensors"
-CONFIG_KEY = "omnimamba_config"  # a packed checkpoint's metadata: the OmniMambaConfig as JSON
+CONFIG_KEY = checkpoint.TRAINED_CONFIG_KEY  # a packed checkpoint's metadata: the OmniMambaConfig as JSON
 GET_OFFICIAL = ("To use the real OmniMamba-1.3B: run `python -m omnimamba download` once where the Hugging Face Hub "
                 "is reachable (about 5 GB into its cache), then start again; or start with --model hustvl/OmniMamba.")
 
@@ -126,39 +127,7 @@ def official_cached(revision: str | None = None, cache_dir: str | os.PathLike | 
 
 def is_packed(path: Path) -> bool:
     """A single .safetensors file that carries its own config (the shipped model, a trained one)."""
-    return path.suffix == ".safetensors" and path.is_file() and CONFIG_KEY in packed_metadata(path)
-
-
-def packed_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception as exc:  # SafetensorError, OSError
-        raise checkpoint.CheckpointError(f"{path} could not be read as a safetensors file ({type(exc).__name__}: "
-                                         f"{exc}); it may be truncated or corrupt") from exc
-
-
-def config_from_json(text: str, where: str = "the checkpoint") -> OmniMambaConfig:
-    """The OmniMambaConfig written as JSON (dataclasses.asdict) into a packed checkpoint's metadata."""
-    try:
-        data = json.loads(text)
-        vision, vq = VisionConfig(**_tuples(data.pop("vision"))), VQConfig(**_tuples(data.pop("vq")))
-        return OmniMambaConfig(**data, vision=vision, vq=vq)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise checkpoint.CheckpointError(f"{where}: its {CONFIG_KEY} metadata is not an OmniMambaConfig "
-                                         f"({type(exc).__name__}: {exc})") from None
-
-
-def _tuples(data: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-
-
-def load_packed(path: Path, device: torch.device, dtype: torch.dtype) -> OmniMamba:
-    """A packed checkpoint (one safetensors file with the config in its metadata), checked strictly."""
-    config = config_from_json(packed_metadata(path)[CONFIG_KEY], str(path))
-    return _load_converted(path, config, device, dtype)
+    return path.suffix == ".safetensors" and checkpoint.trained_model_file(path) is not None
 
 
 def default_cache_dir() -> Path:
@@ -293,13 +262,13 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
                converted_dir: Path | None = None) -> tuple[OmniMamba, dict]:
     """Ready model + a report {source paths, converted file, whether it was converted now, timings}.
     A folder or .safetensors written by `python -m omnimamba train` loads as it is (its config is inside)."""
-    trained = checkpoint.trained_model_file(model)
+    trained = checkpoint.trained_model_file(model)  # a packed file (the shipped model) or a trained folder
     if trained is not None:
         t0 = time.perf_counter()
         from safetensors import safe_open
 
         with safe_open(str(trained), framework="pt") as f:
-            trained_config = checkpoint.config_from_json(f.metadata()[checkpoint.TRAINED_CONFIG_KEY])
+            trained_config = config_from_json(f.metadata()[CONFIG_KEY])
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         net = _load_converted(trained, trained_config, device, dtype or (
             torch.bfloat16 if device.type == "cuda" else torch.float32))
@@ -309,9 +278,6 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     t0 = time.perf_counter()
-    if is_packed(Path(model).expanduser()):
-        net = load_packed(Path(model).expanduser(), device, dtype)
-        return net, {"sources": {"packed": model}, "converted_now": False, "load_s": time.perf_counter() - t0}
     sources = resolve_sources(model, revision, cache_dir, offline)
     out = converted_path(sources, config, converted_dir)
     report: dict = {"sources": {k: str(v) for k, v in sources.items()}, "converted": str(out),

@@ -47,8 +47,8 @@ def synthetic_batches(cfg: OmniMambaConfig, t2i: int, mmu: int, mmu_text: int, d
         labels = ids.clone()
         labels[:, : mmu_text // 2] = IGNORE  # the question half carries no loss
         size = cfg.vision.image_size
-        pixels = {k: torch.randn(mmu, 3, size, size, generator=gen) for k in ("dino", "siglip")}
-        out["mmu"] = MMUBatch(ids, labels, pixels, torch.ones(mmu, dtype=torch.bool),
+        images = torch.randint(0, 256, (mmu, 3, size, size), generator=gen, dtype=torch.uint8)
+        out["mmu"] = MMUBatch(ids, labels, images, torch.ones(mmu, dtype=torch.bool),
                               4 + cfg.vision.num_patches).to(device)
     return out
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..model import OmniMamba
+from ..model.vision import normalize_pixels
 from .batches import IGNORE, Batch, MMUBatch, T2IBatch, TextBatch
 
 
@@ -31,9 +32,9 @@ def task_losses(model: OmniMamba, batches: Mapping[str, Batch]) -> dict[str, Ten
 def mmu_image_embeds(model: OmniMamba, batch: MMUBatch) -> Tensor | None:
     """(b, patches, d) image block: projected features on image rows, zeros on text-only rows; None if no row
     has an image (the model then uses its zero block)."""
-    if batch.pixel_values is None:
+    if batch.images is None:
         return None
-    features = model.image_features(batch.pixel_values)  # (k, patches, d) for the k image rows
+    features = model.image_features(normalize_pixels(batch.images, model.config.vision))  # (k, patches, d) for the k image rows
     if bool(batch.has_image.all()):
         return features
     full = features.new_zeros(batch.has_image.shape[0], *features.shape[1:])
@@ -45,7 +46,7 @@ def mmu_loss(model: OmniMamba, batch: MMUBatch) -> Tensor:
     n = batch.text_ids.shape[1]
     start = batch.image_block - 1  # the [sot] row predicts the first text token
     loss = _ce(logits[:, start:start + n], batch.labels)
-    if batch.pixel_values is None:  # only text-only chats: keep the projector in the graph with a zero gradient,
+    if batch.images is None:  # only text-only chats: keep the projector in the graph with a zero gradient,
         loss = loss + 0.0 * sum(p.sum() for p in model.projector.parameters() if p.requires_grad)  # or DDP stalls
     return loss
 

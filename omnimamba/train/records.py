@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..config import OmniMambaConfig, VisionConfig
 from ..images import ImageFileError, open_image
-from ..model.vision import PixelValues, preprocess_image
+from ..model.vision import resize_image
 
 MAX_ERRORS = 20
 HUMAN, GPT = ("human", "user"), ("gpt", "assistant")  # LLaVA's role names, and the chat-API ones
@@ -206,9 +206,10 @@ def load_image(image: ImageRef, where: str) -> Image.Image:
         raise DataError(f"{where}: {exc}") from exc
 
 
-def mmu_pixels(record: ChatRecord, vision: VisionConfig) -> PixelValues:
-    """The model's own vision transform (the one the engine applies at inference)."""
-    return preprocess_image(load_image(record.image, record.where), vision)
+def mmu_pixels(record: ChatRecord, vision: VisionConfig) -> torch.Tensor:
+    """uint8 (3, S, S): the resize of the model's own vision transform (the engine's at inference); the loss
+    applies the rest, `vision.normalize_pixels`."""
+    return resize_image(load_image(record.image, record.where), vision)
 
 
 def t2i_pixels(image: Image.Image, size: int) -> Tensor:

@@ -8,7 +8,7 @@ from PIL import Image
 from omnimamba import OmniMambaConfig
 from omnimamba.generation import ChatStep
 from omnimamba.config import EOS_ID, PAD_ID
-from omnimamba.model.vision import preprocess_image
+from omnimamba.model.vision import normalize_pixels, preprocess_image
 from omnimamba.sampling import SamplingParams
 from omnimamba.tokenizer import OmniTokenizer
 from omnimamba.train.batches import IGNORE, BatchBuilder
@@ -56,7 +56,9 @@ def test_labels_are_exactly_the_answers_and_their_eos(builder, tokenizer):
     assert batch.labels[1].tolist() == [IGNORE] * len(q1) + a1 + [IGNORE] * (n - short)
     assert batch.has_image.tolist() == [True, False]
     engine_pixels = preprocess_image(records[0].image, CFG.vision)  # the engine's image transform
-    assert all(torch.equal(batch.pixel_values[k], engine_pixels[k][None]) for k in ("dino", "siglip"))
+    assert batch.images.dtype == torch.uint8 and batch.images.shape[0] == 1  # only the row with an image
+    trained_pixels = normalize_pixels(batch.images, CFG.vision)  # what the loss feeds the towers
+    assert all(torch.equal(trained_pixels[k], engine_pixels[k][None]) for k in ("dino", "siglip"))
     assert batch.image_block == 4 + CFG.vision.num_patches  # image positions are never labelled
     assert batch.num_tokens == 2 * (batch.image_block + n)
 
@@ -104,6 +106,6 @@ def test_text_labels_every_token_but_padding(builder, tokenizer):
 def test_batches_move_and_pin_field_by_field(builder):
     batch = builder.mmu([ChatRecord(TURNS, Image.new("RGB", (9, 9)), "a")])
     moved = batch.to("meta")
-    assert moved.text_ids.device.type == moved.pixel_values["siglip"].device.type == "meta"
+    assert moved.text_ids.device.type == moved.images.device.type == "meta"
     assert moved.image_block == batch.image_block and batch.text_ids.device.type == "cpu"
     assert torch.equal(batch.to("cpu").labels, batch.labels)

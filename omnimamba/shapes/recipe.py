@@ -35,19 +35,23 @@ log = logging.getLogger(__name__)
 SOURCE = "shapes"  # the TrainConfig data name of the world's records
 DONE = "done.json"  # written when a step has finished
 TEXT_STAGE = ("blocks", "norm_f", "text_embedding")  # stage 0: the backbone as a plain Mamba-2 LM
+STAGES = ("stage0-text", "stage1-mmu", "stage1-t2i", "stage2")
 
 
 @dataclass(frozen=True)
 class ShapesRecipe:
     seed: int = 0
-    vq_seconds: float = 210.0  # the pre-steps stop at a time budget (they converge well before)
+    vq_seconds: float = 150.0  # the pre-steps stop at a time budget (they converge well before)
     tower_seconds: float = 60.0
     vq_batch: int = 64
     tower_batch: int = 128
-    t2i_corpus: int = 60_000  # text-to-image scenes rendered and VQ-encoded once
+    t2i_corpus: int = 100_000  # text-to-image scenes rendered and VQ-encoded once
     chat_records: int = 4_000_000  # image chats and text are made on demand: this only bounds the index space
-    steps: tuple[int, int, int, int] = (150, 200, 400, 1200)  # stage0, stage1-mmu, stage1-t2i, stage2
-    batch: tuple[int, int, int, int] = (128, 32, 128, 32)  # text, stage-1 chats, images, stage-2 chats
+    steps: tuple[int, int, int, int] = (200, 400, 600, 3000)  # stage0, stage1-mmu, stage1-t2i, stage2
+    batch: tuple[int, int, int, int] = (128, 64, 256, 64)  # text, stage-1 chats, images, stage-2 chats
+    # peak learning rates per stage: a model this small takes larger ones than the 1.3B presets, and the batches
+    # above are large because a step of it is bound by kernel launches, not arithmetic, on a big GPU
+    lr: tuple[float, float, float, float] = (2e-3, 1.5e-3, 1.5e-3, 1e-3)
     num_workers: int = 14
     cpu: bool = False
     tokenizer: str | None = None  # tokenizer.json (default: the GPT-NeoX-20B file shipped in the package)
@@ -56,24 +60,29 @@ class ShapesRecipe:
         """(folder, config) of the four training stages, in order."""
         s0, s1m, s1t, s2 = self.steps
         b_text, b_mmu, b_t2i, b_mmu2 = self.batch
-        common = dict(model="shapes", seed=self.seed, tokenizer=self.tokenizer, num_workers=self.num_workers, cpu=self.cpu, lora_dropout=0.0,
-                      mixed_precision="no" if self.cpu else "bf16", save_every=500, log_every=10)
+        lr0, lr1m, lr1t, lr2 = self.lr
+        common = dict(model="shapes", seed=self.seed, tokenizer=self.tokenizer, num_workers=self.num_workers,
+                      cpu=self.cpu, lora_dropout=0.0, mixed_precision="no" if self.cpu else "bf16", save_every=250,
+                      log_every=10)
         data = {"mmu": SOURCE, "t2i": SOURCE, "text": SOURCE}
         return [
-            ("stage0-text", TrainConfig("shapes-stage0-text", {"text": b_text}, TEXT_STAGE, init=("init",), lr=2e-3,
+            ("stage0-text", TrainConfig("shapes-stage0-text", {"text": b_text}, TEXT_STAGE, init=("init",), lr=lr0,
                                         warmup_steps=50, steps=s0, data={"text": SOURCE}, **common)),
-            ("stage1-mmu", TrainConfig("shapes-stage1-mmu", {"mmu": b_mmu}, STAGE1_MMU, init=("stage0-text",), lr=1e-3,
+            ("stage1-mmu", TrainConfig("shapes-stage1-mmu", {"mmu": b_mmu}, STAGE1_MMU, init=("stage0-text",), lr=lr1m,
                                        warmup_steps=100, steps=s1m, data={"mmu": SOURCE}, **common)),
             ("stage1-t2i", TrainConfig("shapes-stage1-t2i", {"t2i": b_t2i}, STAGE1_T2I, init=("stage0-text",),
-                                       lr=8e-4, warmup_steps=100, steps=s1t, data={"t2i": SOURCE}, **common)),
+                                       lr=lr1t, warmup_steps=100, steps=s1t, data={"t2i": SOURCE}, **common)),
             ("stage2", TrainConfig("shapes-stage2", {"mmu": b_mmu2, "t2i": b_t2i}, STAGE2,
-                                   init=("stage1-mmu", "stage1-t2i"), lr=5e-4, warmup_steps=100, steps=s2,
+                                   init=("stage1-mmu", "stage1-t2i"), lr=lr2, warmup_steps=100, steps=s2,
                                    data=data, **common)),
         ]
 
 
-def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None) -> Path:
-    """All steps into `out`; returns the shipped file. `max_steps` caps every stage (smoke runs)."""
+def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, until: str | None = None) -> Path:
+    """All steps into `out`; returns the shipped file. `max_steps` caps every stage (smoke runs); `until` stops
+    after that stage and returns its folder (a run split across sessions of limited length)."""
+    if until is not None and until not in STAGES:
+        raise ValueError(f"until must be one of {STAGES}, not {until!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu" if recipe.cpu or not torch.cuda.is_available() else "cuda")
@@ -85,7 +94,7 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None) -> 
         build_init(config, pretrained, out / "init", recipe.seed)
     with _timed(timings, "t2i_corpus"):
         register_world(recipe, config, pretrained["vq"], device)
-    from ..train.loop import train
+    from ..train.loop import latest_checkpoint, train
 
     for folder, cfg in recipe.stages():
         if _complete(out / folder):
@@ -93,8 +102,11 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None) -> 
             continue
         cfg = cfg.replace(init=tuple(str(out / name) for name in cfg.init))
         with _timed(timings, folder):
-            train(cfg, out / folder, max_steps=max_steps)
+            # a stage cut short (a time cap) continues from its last save, with the same data position
+            train(cfg, out / folder, max_steps=max_steps, resume=latest_checkpoint(out / folder) is not None)
         (out / folder / DONE).write_text(json.dumps({"seconds": timings[folder]}))
+        if folder == until:
+            return out / folder
     shipped = ship(out / "stage2", out / "model.safetensors", recipe)
     (out / "timings.json").write_text(json.dumps(timings, indent=2))
     log.info("shapes model: %s (%.1f MB); seconds per step %s", shipped, shipped.stat().st_size / 1e6, timings)
@@ -186,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/shapes", help="run folder; finished steps in it are skipped")
     p.add_argument("--steps", default=",".join(map(str, defaults.steps)), help="stage0,stage1-mmu,stage1-t2i,stage2")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage (smoke runs)")
+    p.add_argument("--until", choices=STAGES, default=None, help="stop after this stage (continue later, same --out)")
     p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
     p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
                                  t2i_corpus=args.t2i_corpus, num_workers=args.num_workers, seed=args.seed,
                                  cpu=args.cpu, tokenizer=args.tokenizer)
-    print(f"shipped: {run(recipe, args.out, args.max_steps)}")
+    result = run(recipe, args.out, args.max_steps, args.until)
+    print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def test_the_t2i_corpus_holds_one_code_per_vq_cell():
 def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     recipe = ShapesRecipe(cpu=True, vq_seconds=1, tower_seconds=1, vq_batch=1, tower_batch=1, t2i_corpus=4,
                           steps=(1, 1, 1, 1), batch=(2, 1, 2, 1), num_workers=0)
+    # a run split in two (sessions of limited length): the first part stops after the stage it names
+    assert run(recipe, tmp_path, until="stage1-t2i") == tmp_path / "stage1-t2i"
+    assert (tmp_path / "stage1-t2i" / DONE).is_file() and not (tmp_path / "stage2").exists()
     shipped = run(recipe, tmp_path)
     for step in ("init", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
         assert (tmp_path / step / DONE).is_file(), step

@@ -1,7 +1,8 @@
 """Quality of a shapes model, measured on freshly rendered evaluation scenes (never training samples).
 
 Evaluation scenes come from their own seed domain and draw from all 21 colour-shape combinations; every
-other scene holds one of the held-out combinations, and their results are also reported apart ("held_out_*").
+other scene holds one of the held-out combinations. Each result is also reported apart for the two kinds of scene:
+"seen_*" (only combinations that training showed: the quality goals) and "held_out_*" (generalisation).
     evaluate_chat(answer_fn, n, seed): accuracy per question type (colour, shape, count, relation, describe)
     evaluate_t2i(draw_fn, n, seed):    prompted colours found, prompted shapes found, relations that hold,
                                        and whether sampled images of one prompt differ
@@ -28,14 +29,15 @@ MIN_MEAN_DIFF = 2.0  # mean absolute pixel difference (0..255) above which two i
 
 
 class Tally:
-    """Hit rates per key; keys also counted apart for scenes holding a held-out combination."""
+    """Hit rates per key, in all and apart for scenes with only seen combinations and those holding a held-out one."""
 
     def __init__(self):
         self.hits: dict[str, int] = defaultdict(int)
         self.total: dict[str, int] = defaultdict(int)
 
     def add(self, key: str, ok: bool, scene: Scene) -> None:
-        keys = [key, f"held_out_{key}"] if any(c in HELD_OUT for c in scene.combos) else [key]
+        held = any(c in HELD_OUT for c in scene.combos)
+        keys = [key, f"held_out_{key}" if held else f"seen_{key}"]
         for k in keys:
             self.hits[k] += bool(ok)
             self.total[k] += 1

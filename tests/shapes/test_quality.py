@@ -14,6 +14,27 @@ def test_chat_oracle_scores_everything():
     for qtype in (*QUESTION_TYPES, "overall"):
         assert result[qtype] == 1.0, (qtype, result["mistakes"])
     assert result["n_held_out_overall"] > 0 and result["mistakes"] == []
+    # the two kinds of scene split every question between them
+    assert result["n_seen_overall"] + result["n_held_out_overall"] == result["n_overall"]
+
+
+def test_seen_and_held_out_scores_are_told_apart(monkeypatch):
+    import omnimamba.shapes.quality as quality
+    from omnimamba.shapes.world import HELD_OUT
+
+    scene_of, render = {}, quality.render
+
+    def remember(scene):  # which scene each rendered image shows
+        image = render(scene)
+        scene_of[id(image)] = scene
+        return image
+
+    def fails_on_held_out(image, question):  # right unless the scene holds a held-out combination
+        return "wrong" if any(c in HELD_OUT for c in scene_of[id(image)].combos) else oracle_answer(image, question)
+
+    monkeypatch.setattr(quality, "render", remember)
+    result = evaluate_chat(fails_on_held_out, n=12, seed=0)
+    assert result["seen_overall"] == 1.0 and result["held_out_overall"] == 0.0
 
 
 def test_chat_constant_answer_scores_low():

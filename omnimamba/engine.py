@@ -86,7 +86,9 @@ class Engine:
             return cls(net, tok, label="tiny-random (random weights: outputs are noise)", **engine_kwargs)
         net, report = hub.load_model(model, revision, device, dtype, cache_dir=cache_dir, offline=offline)
         log.info("weights: %s", report)
-        return cls(net, tok, label=f"OmniMamba-1.3B ({model}{'@' + revision if revision else ''})", **engine_kwargs)
+        official = net.config == OmniMambaConfig.official()  # a trained file may hold another size (the shapes model)
+        label = hub.official_label(model, revision) if official else f"OmniMamba, a trained checkpoint ({model})"
+        return cls(net, tok, label=label, **engine_kwargs)
 
     @property
     def device(self) -> torch.device:

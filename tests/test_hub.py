@@ -142,3 +142,13 @@ def test_a_missing_asset_says_only_the_ways_out_that_work_for_it(tmp_path):
         message = str(error.value)
         assert "python -m omnimamba download" in message
         assert (hint in message) if hint else "--model" not in message
+
+
+def test_a_trained_checkpoint_of_another_size_is_not_called_the_1p3b(tmp_path):
+    from omnimamba.model import OmniMamba
+    from omnimamba.train import checkpoints
+
+    checkpoints.save(OmniMamba(TINY), tmp_path / "run")
+    engine = Engine.load(str(tmp_path / "run"), device="cpu", offline=True)
+    assert engine.model.config == TINY
+    assert "1.3B" not in engine.label and str(tmp_path / "run") in engine.label

@@ -28,7 +28,7 @@ from demo.chat import ChatHandlers, Conversation, input_box
 from demo.compare_one import CompareOneHandlers
 from demo.compare_pairs import ComparePairHandlers
 from demo.format import header_html, set_status
-from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, one_pair
+from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, gpu_slots, one_pair
 from demo.handlers import beside, user_errors
 from demo.images import ImageHandlers
 from demo.inputs import COMPARE_NEW_TOKENS, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SEED
@@ -339,9 +339,10 @@ def look() -> dict:
 
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          block: bool = True, queue_size: int = QUEUE_SIZE) -> str:
-    """Queue (bounded) and launch; returns the local URL (when `block` is False)."""
-    _, url, _ = demo.queue(max_size=queue_size).launch(
+          block: bool = True, queue_size: int = QUEUE_SIZE, slots: int = 1) -> str:
+    """Queue (bounded; `slots` GPU requests at once, see demo/gpu.py) and launch; returns the local URL (when
+    `block` is False)."""
+    _, url, _ = demo.queue(max_size=queue_size, default_concurrency_limit=slots).launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=False,
         quiet=not block, max_file_size=MAX_FILE_SIZE, **look())
     return url
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         warm_up(engine)
     local = args.host in LOCAL_HOSTS and not args.share and "SPACE_ID" not in os.environ
     serve(build_demo(engine, server_paths=local, notice=choice.notice), args.host, args.port, args.share,
-          queue_size=args.queue_size)
+          queue_size=args.queue_size, slots=gpu_slots(engine.scheduler is not None))
 
 
 if __name__ == "__main__":

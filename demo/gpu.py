@@ -1,15 +1,21 @@
 """GPU-bound handlers: one queue, and on Hugging Face ZeroGPU a GPU reserved per call for as long as the
 request needs (a duration that follows the tokens and images asked for, so a 0.4 s image does not spend a
-visitor's daily quota on a two-minute reservation). `app.py` imports `spaces` before torch, as ZeroGPU needs."""
+visitor's daily quota on a two-minute reservation). `app.py` imports `spaces` before torch, as ZeroGPU needs.
+
+The queue's width is the Blocks queue's default concurrency (`gpu_slots`, set once at launch): a batching engine
+lets as many requests in as its largest decode batch holds and steps them together; a one-at-a-time engine, and
+ZeroGPU (one request per GPU call), take one."""
 from __future__ import annotations
 
 import math
 import os
 from typing import Any, Callable
 
+from omnimamba.batching import BUCKETS
+
 from .handlers import user_errors
 
-GPU_QUEUE = "gpu"  # every GPU-bound handler shares this concurrency id, one at a time
+GPU_QUEUE = "gpu"  # every GPU-bound handler shares this concurrency id, `gpu_slots` wide
 ZERO_GPU = "SPACES_ZERO_GPU" in os.environ  # set on Hugging Face ZeroGPU hardware
 START_S = 20.0  # a fresh ZeroGPU worker: CUDA graphs captured again, maybe a Triton autotune, the image read
 TOKEN_S = 0.02  # per text token asked for (1.5 ms on an H100; margin for a shared, colder GPU)
@@ -60,8 +66,20 @@ def on_gpu(fn: Callable, duration: Seconds) -> Callable:
 
 
 def gpu_event(handler: Callable, duration: Seconds | None) -> dict:
-    """Keyword arguments of a GPU-bound listener: one at a time, errors as messages, on the GPU per call.
-    duration None: the handler asks for the GPU itself, piece by piece (e.g. one Show-o pair per call)."""
+    """Keyword arguments of a GPU-bound listener: in the GPU queue (`gpu_slots` at a time), errors as messages,
+    on the GPU per call. duration None: the handler asks for the GPU itself, piece by piece (e.g. one Show-o pair
+    per call)."""
     fn = user_errors(handler)
-    return dict(fn=on_gpu(fn, duration) if duration is not None else fn, concurrency_limit=1,
+    return dict(fn=on_gpu(fn, duration) if duration is not None else fn, concurrency_limit="default",
                 concurrency_id=GPU_QUEUE)
+
+
+def gpu_slots(batching: bool) -> int:
+    """Requests the GPU queue lets in at once: a batching engine's largest batch, else one."""
+    return BUCKETS[-1] if batching else 1
+
+
+def wants_batching(choice: str) -> bool:
+    """--batching auto|on|off: auto batches concurrent requests except on ZeroGPU, where each request holds the
+    GPU for its own call."""
+    return choice == "on" or (choice == "auto" and not ZERO_GPU)

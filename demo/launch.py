@@ -19,6 +19,7 @@ from omnimamba.engine import Engine
 from omnimamba.sampling import SamplingParams
 
 from .format import parameters_text
+from .gpu import wants_batching
 
 log = logging.getLogger("omnimamba.app")
 
@@ -71,11 +72,16 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                    default=env("OMNIMAMBA_WARMUP", "1") not in ("", "0"),
                    help="serve at once instead of running one short request of each kind first on a GPU "
                         "(env OMNIMAMBA_WARMUP=0)")
+    p.add_argument("--batching", choices=("auto", "on", "off"), default=env("OMNIMAMBA_BATCHING") or "auto",
+                   help="step concurrent requests together in one decode batch (auto: on, except on ZeroGPU; "
+                        "env OMNIMAMBA_BATCHING)")
     p.add_argument("--queue-size", type=int, default=int(env("OMNIMAMBA_QUEUE_SIZE") or QUEUE_SIZE),
                    help="requests that may wait for the GPU before new ones are refused")
     args = p.parse_args(argv)
     if args.dtype is not None and args.dtype not in DTYPES:  # argparse does not check defaults from the environment
         p.error(f"OMNIMAMBA_DTYPE must be one of {sorted(DTYPES)}, got {args.dtype!r}")
+    if args.batching not in ("auto", "on", "off"):
+        p.error(f"OMNIMAMBA_BATCHING must be auto, on or off, got {args.batching!r}")
     return args
 
 
@@ -107,13 +113,16 @@ def open_engine_or_fallback(args: argparse.Namespace) -> tuple[Engine, "ModelCho
     from omnimamba.cli import open_engine
     from omnimamba.hub import AUTO, GET_OFFICIAL, TINY_RANDOM, AssetUnavailable
 
+    batching = wants_batching(args.batching)
+
     try:
-        return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline)
+        return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline,
+                           batching)
     except AssetUnavailable as exc:
         if (args.model or AUTO) != AUTO:
             raise
         logging.getLogger(__name__).warning("no model weights reachable (%s); starting on %s", exc, TINY_RANDOM)
-    engine, choice = open_engine(TINY_RANDOM, None, args.device, args.dtype, args.tokenizer, args.offline)
+    engine, choice = open_engine(TINY_RANDOM, None, args.device, args.dtype, args.tokenizer, args.offline, batching)
     notice = ("No model weights are reachable here (none cached, none shipped, no Hub), so the app runs on random "
               f"tiny weights to show the interface: answers and images are noise. {GET_OFFICIAL}")
     return engine, dataclasses.replace(choice, notice=notice)

@@ -52,17 +52,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def open_engine(model: str | None, revision: str | None = None, device: str | None = None,
-                dtype: str | None = None, tokenizer: str | None = None, offline: bool = False
-                ) -> tuple["Engine", "ModelChoice"]:
+                dtype: str | None = None, tokenizer: str | None = None, offline: bool = False,
+                batching: bool = False) -> tuple["Engine", "ModelChoice"]:
     """The engine for a model name as the app and every command resolve it (hub.choose_model), and the choice
-    (its notice says when it is not the official model)."""
+    (its notice says when it is not the official model). batching: concurrent requests share decode steps."""
     from .engine import Engine
     from .hub import choose_model
 
     choice = choose_model(model, revision)
     engine = Engine.load(choice.model, revision, device, DTYPES.get(dtype), tokenizer,
-                         offline=True if offline else None)
-    engine.label = choice.label  # Engine.load names every loaded checkpoint OmniMamba-1.3B
+                         offline=True if offline else None, batching=batching)
+    engine.label = choice.label  # the name the user chose it by (shapes, a Hub id, a path)
     if choice.notice:
         logging.getLogger(__name__).warning("%s: %s", choice.label, choice.notice)
     return engine, choice

@@ -31,7 +31,7 @@ def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, token
     monkeypatch.setattr("gradio.networking.url_ok", patient_url_ok)
     engine = Engine(tiny_model, tokenizer, use_cuda_graphs=False, batching=True)
     demo = app.build_demo(engine)
-    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
+    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8, slots=16)
     try:
         reports = load_test.main(["--url", url, "--users", "2", "--requests", "1", "--max-new-tokens", "4",
                                   "--time-limit", "120"])

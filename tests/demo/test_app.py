@@ -19,6 +19,8 @@ from PIL import Image
 
 
 import app
+from demo import gpu
+from demo.gpu import gpu_slots
 from demo.launch import parse_args
 from omnimamba.engine import Engine
 from omnimamba.config import EOS_ID
@@ -173,12 +175,46 @@ def test_a_cancelled_request_frees_the_engine(served):
     assert outputs[-1][1]["done"] and not engine.lock.locked()
 
 
+def test_a_batching_app_lets_requests_in_together_and_a_single_one_does_not(tiny_model_shared, tokenizer):
+    def both_stream_at_once(batching: bool) -> bool:
+        engine = Engine(copy.deepcopy(tiny_model_shared), tokenizer, use_cuda_graphs=False, batching=batching)
+        demo = app.build_demo(engine)
+        url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8,
+                        slots=gpu_slots(batching))
+        try:
+            client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+            jobs = [client.submit(None, "Tell me a long story.", "", 1000, 1.0, 1, 0.0, -1, api_name="/chat")
+                    for _ in range(2)]
+            deadline = time.monotonic() + WAIT_S
+            while (time.monotonic() < deadline and not any(j.done() for j in jobs)
+                   and not all(len(j.outputs()) >= 2 for j in jobs)):
+                time.sleep(0.005)
+            together = all(len(j.outputs()) >= 2 for j in jobs) and not any(j.done() for j in jobs)
+            for job in jobs:
+                job.cancel()
+            return together
+        finally:
+            demo.close()
+            engine.close()
+
+    assert both_stream_at_once(batching=True)
+    assert not both_stream_at_once(batching=False)
+
+
+def test_batching_follows_the_flag_and_stays_off_on_zero_gpu(monkeypatch):
+    assert parse_args([]).batching == "auto" and parse_args(["--batching", "off"]).batching == "off"
+    assert gpu.wants_batching("auto") and gpu.wants_batching("on") and not gpu.wants_batching("off")
+    monkeypatch.setattr(gpu, "ZERO_GPU", True)
+    assert not gpu.wants_batching("auto")
+    assert gpu_slots(True) == 16 and gpu_slots(False) == 1
+
+
 def test_gpu_handlers_share_one_queue(engine):
     demo = app.build_demo(engine)
     gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}
     assert {"respond", "images", "api_chat", "api_text_to_image", "compare_images_ui", "compare_answers_ui",
             "api_compare_images", "api_compare_answers", "make_pair", "make_all", "api_compare_pair"} <= set(gpu)
-    assert all(fn.concurrency_limit == 1 for fn in gpu.values())
+    assert all(fn.concurrency_limit == "default" for fn in gpu.values())  # the queue's width, set at launch
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert {"chat", "text_to_image"} <= public
 

@@ -46,13 +46,16 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # served only here, the Compare
 __all__ = ["GPU_QUEUE", "build_demo", "main", "parse_args", "serve", "warm_up"]
 
 
-def sampling_controls(seed_label: str = "Seed (-1 = random)", seed: int = -1, with_seed: bool = True
-                      ) -> list[gr.components.Component]:
-    """Temperature, top-k, top-p and (unless left out) seed; the defaults are the official greedy decoding."""
+def sampling_controls(seed_label: str = "Seed (-1 = random)", seed: int = -1, with_seed: bool = True,
+                      start: dict | None = None) -> list[gr.components.Component]:
+    """Temperature, top-k, top-p and (unless left out) seed; they start at `start` (a model's suggested
+    settings), else at the official greedy decoding."""
+    start = start or {"temperature": 1.0, "top_k": 1, "top_p": 0.0}
     return [
-        gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature", info="used only when top-k ≠ 1"),
-        gr.Slider(0, 1000, value=1, step=1, label="Top-k", info="1 = greedy (official), 0 = off"),
-        gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p", info="0 = off"),
+        gr.Slider(0.0, 2.0, value=start["temperature"], step=0.05, label="Temperature",
+                  info="used only when top-k ≠ 1"),
+        gr.Slider(0, 1000, value=start["top_k"], step=1, label="Top-k", info="1 = greedy (official), 0 = off"),
+        gr.Slider(0.0, 1.0, value=start["top_p"], step=0.01, label="Top-p", info="0 = off"),
         *([gr.Number(value=seed, precision=0, minimum=-1, maximum=MAX_SEED, label=seed_label)] if with_seed else []),
     ]
 
@@ -122,12 +125,13 @@ def t2i_tab(ui: ImageHandlers, panel: gr.HTML, prompts: list[str]) -> None:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", scale=3, elem_id="om-t2i-go")
                 stop = gr.Button("Stop", variant="secondary", scale=1, elem_id="om-t2i-stop")
+            suggested = ui.info["image_defaults"]  # the model's suggestion: the official greedy one for the 1.3B
+            one = "greedy decoding (official)" if suggested["top_k"] == 1 else "sampled, as this model suggests"
             count = gr.Slider(1, MAX_IMAGES_PER_PROMPT, value=1, step=1, label="Number of images",
-                              info="one image: greedy decoding (official); several: sampled so that they differ, "
-                                   "each with its own seed")
+                              info=f"one image: {one}; several: sampled so that they differ, each with its own seed")
             with gr.Accordion("Sampling settings", open=False):
-                temperature, top_k, top_p, seed = sampling_controls()
-                guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.25, label="Guidance scale",
+                temperature, top_k, top_p, seed = sampling_controls(start=suggested)
+                guidance = gr.Slider(0.0, 10.0, value=suggested["guidance_scale"], step=0.25, label="Guidance scale",
                                      info="1 = off (official); above 1 adds classifier-free guidance")
                 previews = gr.Checkbox(value=True, label="Show progressive previews")
         with gr.Column(scale=3):

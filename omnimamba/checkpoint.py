@@ -213,6 +213,7 @@ def materialize(module: nn.Module, device: torch.device | str = "cpu") -> None:
 
 # ----- trained checkpoints (written by omnimamba.train): one model.safetensors with the config in its metadata
 TRAINED_CONFIG_KEY = "omnimamba_config"
+IMAGE_DEFAULTS_KEY = "omnimamba_image_defaults"  # optional: sampling.ImageDefaults as JSON
 
 
 def config_to_json(config) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .config import DTYPES
+from .sampling import ImageDefaults
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -118,11 +119,13 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from .engine import MAX_IMAGES_PER_PROMPT
 
-    params = sampling_from_args(args)
     count = at_least(args.num_images, 1, "--num-images", MAX_IMAGES_PER_PROMPT)
-    if not 0.0 <= args.guidance_scale <= 20.0:
+    if args.guidance_scale is not None and not 0.0 <= args.guidance_scale <= 20.0:
         raise UsageError(f"--guidance-scale must be in [0, 20] (1 = off), got {args.guidance_scale}")
+    sampling_from_args(with_image_defaults(args, ImageDefaults()))  # bad flags fail before the model loads
     engine = load_engine(args)
+    args = with_image_defaults(args, engine.image_defaults)
+    params = sampling_from_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for event in engine.text_to_image(args.prompt, count, params, args.guidance_scale):
@@ -158,11 +161,23 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(render(out))
 
 
-def sampling_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=1, help="1 = greedy (the official setting), 0 = off")
-    p.add_argument("--top-p", type=float, default=0.0, help="0 = off")
+def sampling_arguments(p: argparse.ArgumentParser, model_defaults: bool = False) -> None:
+    """model_defaults: unset flags take the model's suggested text-to-image settings (ImageDefaults)."""
+    later = " (default: the model's suggestion; the official model's is {})"
+    p.add_argument("--temperature", type=float, default=None if model_defaults else 1.0,
+                   help=later.format(1.0) if model_defaults else None)
+    p.add_argument("--top-k", type=int, default=None if model_defaults else 1,
+                   help="1 = greedy (the official setting), 0 = off" + (later.format(1) if model_defaults else ""))
+    p.add_argument("--top-p", type=float, default=None if model_defaults else 0.0,
+                   help="0 = off" + (later.format(0.0) if model_defaults else ""))
     p.add_argument("--seed", type=int, default=None)
+
+
+def with_image_defaults(args: argparse.Namespace, defaults: ImageDefaults) -> argparse.Namespace:
+    """`args` with every unset text-to-image setting taken from `defaults`."""
+    fields = ("temperature", "top_k", "top_p", "guidance_scale")
+    return argparse.Namespace(**{**vars(args), **{f: getattr(defaults, f) for f in fields
+                                                   if getattr(args, f) is None}})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,10 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
     p = sub.add_parser("generate", parents=[common], help="text to image")
     add_model_arguments(p)
-    sampling_arguments(p)
+    sampling_arguments(p, model_defaults=True)
     p.add_argument("--prompt", required=True)
     p.add_argument("--num-images", type=int, default=1)
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="1 = off (the official setting)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="1 = off (the official setting; default: the model's suggestion)")
     p.add_argument("--out", default="outputs")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("compare", parents=[common],

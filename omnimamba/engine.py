@@ -10,6 +10,7 @@ work, and a turn that fails leaves its session exactly as it was; a stopped turn
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Callable, Iterator, TypeVar
@@ -26,7 +27,7 @@ from .model import InferenceState, OmniMamba, PositionLimitError
 from .model import kernels
 from .config import EOS_ID
 from .model.vision import preprocess_image, stack_pixel_values
-from .sampling import SamplingParams, check_whole
+from .sampling import ImageDefaults, SamplingParams, check_whole
 from .scheduler import Scheduler
 from .sessions import ANONYMOUS, ChatSession, SessionBusyError, SessionStore
 from .streams import LockedOOM, batched_chat, batched_images, generator, locked_chat, locked_images
@@ -48,10 +49,14 @@ MIN_QUESTION_TOKENS = 8  # a follow-up with less room than this is refused as "c
 class Engine:
     def __init__(self, model: OmniMamba, tokenizer: OmniTokenizer, label: str = "OmniMamba-1.3B",
                  max_sessions: int = 1024, max_live_states: int = 16, use_cuda_graphs: bool | None = None,
-                 sessions_per_owner: int = 32, batching: bool = False):
+                 sessions_per_owner: int = 32, batching: bool = False,
+                 image_defaults: ImageDefaults = ImageDefaults()):
         """batching: serve concurrent requests through one scheduler (scheduler.py) that steps them together;
-        otherwise one request at a time under `lock`. Streams, events and errors are the same either way."""
+        otherwise one request at a time under `lock`. Streams, events and errors are the same either way.
+        image_defaults: the text-to-image settings the model suggests (its checkpoint's; the app and CLI start
+        from them)."""
         self.model, self.tokenizer, self.label = model, tokenizer, label
+        self.image_defaults = image_defaults
         if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors
             model.merge_lora(release_unmerged=True)
         self.runner = ModelRunner(model, use_cuda_graphs)
@@ -86,6 +91,7 @@ class Engine:
             return cls(net, tok, label="tiny-random (random weights: outputs are noise)", **engine_kwargs)
         net, report = hub.load_model(model, revision, device, dtype, cache_dir=cache_dir, offline=offline)
         log.info("weights: %s", report)
+        engine_kwargs.setdefault("image_defaults", report.get("image_defaults", ImageDefaults()))
         official = net.config == OmniMambaConfig.official()  # a trained file may hold another size (the shapes model)
         label = hub.official_label(model, revision) if official else f"OmniMamba, a trained checkpoint ({model})"
         return cls(net, tok, label=label, **engine_kwargs)
@@ -102,6 +108,7 @@ class Engine:
             "vram_total_gib": torch.cuda.get_device_properties(self.device).total_memory / 2**30 if cuda else None,
             "caption_tokens": self.model.config.caption_len, "image_size": self.model.config.image_size,
             "chat_positions": self.model.config.mmu_positions, "batching": self.scheduler is not None,
+            "image_defaults": dataclasses.asdict(self.image_defaults),
         }
 
     # ------------------------------------------------------------------ image chat

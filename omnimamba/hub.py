@@ -28,6 +28,7 @@ from .checkpoint import config_from_json
 from .config import OmniMambaConfig
 from .model import OmniMamba
 from .model.vision import create_tower
+from .sampling import ImageDefaults
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,13 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
         from safetensors import safe_open
 
         with safe_open(str(trained), framework="pt") as f:
-            trained_config = config_from_json(f.metadata()[CONFIG_KEY])
+            metadata = f.metadata()
+        trained_config = config_from_json(metadata[CONFIG_KEY])
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         net = _load_converted(trained, trained_config, device, dtype or (
             torch.bfloat16 if device.type == "cuda" else torch.float32))
         return net, {"sources": {"trained": str(trained)}, "converted": None, "converted_now": False,
-                     "load_s": time.perf_counter() - t0}
+                     "load_s": time.perf_counter() - t0, "image_defaults": image_defaults(metadata, trained)}
     config = config or OmniMambaConfig.official()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -289,6 +291,15 @@ def load_model(model: str = DEFAULT_MODEL, revision: str | None = None, device: 
     net = _load_converted(out, config, device, dtype)
     report.update(resolve_s=t1 - t0 - report.get("convert_s", 0.0), load_s=time.perf_counter() - t1)
     return net, report
+
+
+def image_defaults(metadata: dict[str, str], path: Path) -> ImageDefaults:
+    """The text-to-image settings a trained checkpoint suggests (the official ones when it names none)."""
+    text = metadata.get(checkpoint.IMAGE_DEFAULTS_KEY)
+    try:
+        return ImageDefaults.from_json(text) if text is not None else ImageDefaults()
+    except ValueError as exc:
+        raise checkpoint.CheckpointError(f"{path}: {checkpoint.IMAGE_DEFAULTS_KEY} in the metadata: {exc}") from None
 
 
 def from_pretrained(model: str = DEFAULT_MODEL, revision: str | None = None,

@@ -8,6 +8,7 @@ same tokens. All parameters are tensors, so one captured CUDA graph serves every
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from dataclasses import dataclass
@@ -33,6 +34,34 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.top_k == 1 or self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """A model's suggested text-to-image settings, carried in a trained checkpoint's metadata: the official
+    model's are greedy without guidance; a small model's greedy image is mostly its background (the likeliest
+    code everywhere), so the shapes model suggests sampling with guidance."""
+    temperature: float = 1.0
+    top_k: int = 1
+    top_p: float = 0.0
+    guidance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        SamplingParams(self.temperature, self.top_k, self.top_p)  # the same checks as a request's settings
+        check_number("guidance_scale", self.guidance_scale, 0.0, 20.0, "(1 = off)")
+
+    def sampling(self, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, seed)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ImageDefaults":
+        """From a checkpoint's metadata; a ValueError names what is wrong."""
+        try:
+            fields = json.loads(text)
+            return cls(**fields)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"image defaults must be a JSON object with temperature, top_k, top_p and "
+                             f"guidance_scale, got {text[:200]!r} ({exc})") from None
 
 
 def check_whole(name: str, value: object, low: int, high: int, hint: str = "") -> int:

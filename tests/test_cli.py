@@ -70,10 +70,33 @@ def test_a_file_that_is_not_an_image(tmp_path):
     (["chat", "--max-new-tokens", "0", "--question", "hi"], "--max-new-tokens"),
     (["generate", "--num-images", "0", "--prompt", "a cat"], "--num-images"),
     (["generate", "--guidance-scale", "-2", "--prompt", "a cat"], "--guidance-scale"),
+    (["generate", "--top-k", "-1", "--prompt", "a cat"], "top_k"),
 ])
 def test_bad_values_are_refused_before_loading(argv, words, monkeypatch):
     monkeypatch.setattr("omnimamba.cli.load_engine", lambda args: pytest.fail("loaded a model for a bad value"))
     assert words in error_of(*argv, "--model", "tiny-random")
+
+
+def test_generate_starts_from_the_models_suggested_settings_and_flags_win(monkeypatch, tmp_path):
+    from omnimamba.engine import Engine
+    from omnimamba.sampling import ImageDefaults
+
+    asked = []
+
+    def record(self, prompt, count, params, guidance_scale):
+        asked.append((params.temperature, params.top_k, params.top_p, guidance_scale))
+        return original(self, prompt, count, params, guidance_scale)
+
+    original = Engine.text_to_image
+    monkeypatch.setattr(Engine, "text_to_image", record)
+    suggested = ImageDefaults(temperature=0.8, top_k=0, top_p=0.5, guidance_scale=2.0)
+    real_load = Engine.load
+    monkeypatch.setattr(Engine, "load", lambda *a, **k: real_load(*a, **{**k, "image_defaults": suggested}))
+    main(["generate", "--model", "tiny-random", "--prompt", "a cat", "--out", str(tmp_path)])
+    main(["generate", "--model", "tiny-random", "--prompt", "a cat", "--out", str(tmp_path), "--top-k", "1",
+          "--guidance-scale", "1"])
+    assert asked == [(0.8, 0, 0.5, 2.0), (0.8, 1, 0.5, 1.0)]
+    assert (tmp_path / "image_0.png").is_file()
 
 
 def test_a_question_longer_than_the_chat_fits(image):

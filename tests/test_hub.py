@@ -152,3 +152,26 @@ def test_a_trained_checkpoint_of_another_size_is_not_called_the_1p3b(tmp_path):
     engine = Engine.load(str(tmp_path / "run"), device="cpu", offline=True)
     assert engine.model.config == TINY
     assert "1.3B" not in engine.label and str(tmp_path / "run") in engine.label
+
+
+def test_a_trained_checkpoint_suggests_its_image_settings_and_a_bad_suggestion_is_refused(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from omnimamba.checkpoint import IMAGE_DEFAULTS_KEY
+    from omnimamba.model import OmniMamba
+    from omnimamba.sampling import ImageDefaults
+    from omnimamba.train import checkpoints
+
+    checkpoints.save(OmniMamba(TINY), tmp_path / "run")
+    assert Engine.load(str(tmp_path / "run"), device="cpu").image_defaults == ImageDefaults()  # official: greedy
+    file = tmp_path / "run" / "model.safetensors"
+    sd, metadata = load_file(str(file)), checkpoints.read_metadata(file)
+    suggested = {"temperature": 0.9, "top_k": 0, "top_p": 0.0, "guidance_scale": 3.0}
+    save_file(sd, str(file), metadata={**metadata, IMAGE_DEFAULTS_KEY: json.dumps(suggested)})
+    engine = Engine.load(str(file), device="cpu")
+    assert engine.image_defaults == ImageDefaults(**suggested) and engine.info()["image_defaults"] == suggested
+    save_file(sd, str(file), metadata={**metadata, IMAGE_DEFAULTS_KEY: json.dumps({**suggested, "top_k": -3})})
+    with pytest.raises(CheckpointError, match=f"{IMAGE_DEFAULTS_KEY}.*top_k"):
+        Engine.load(str(file), device="cpu")

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint import IMAGE_DEFAULTS_KEY
 from ..config import OmniMambaConfig
+from ..sampling import ImageDefaults
 from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
@@ -36,6 +38,9 @@ SOURCE = "shapes"  # the TrainConfig data name of the world's records
 DONE = "done.json"  # written when a step has finished
 TEXT_STAGE = ("blocks", "norm_f", "text_embedding")  # stage 0: the backbone as a plain Mamba-2 LM
 STAGES = ("stage0-text", "stage1-mmu", "stage1-t2i", "stage2")
+# what the shipped file suggests for text to image (docs/shapes-model.md, Quality): full sampling with guidance;
+# greedy decoding draws the background alone
+IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_scale=3.0)
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, d
 def ship(stage_dir: Path, out_file: Path, recipe: ShapesRecipe) -> Path:
     """The last stage's weights in bf16 (the shipped file), its config and recipe in the metadata."""
     sd, metadata = checkpoints.read(stage_dir)
-    metadata = {**metadata, "recipe": json.dumps(dataclasses.asdict(recipe)), "format": "omnimamba-trained-1"}
+    metadata = {**metadata, "recipe": json.dumps(dataclasses.asdict(recipe)), "format": "omnimamba-trained-1",
+                IMAGE_DEFAULTS_KEY: json.dumps(dataclasses.asdict(IMAGE_DEFAULTS))}
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(out_file), metadata=metadata)
     return out_file
 

@@ -209,6 +209,21 @@ def test_batching_follows_the_flag_and_stays_off_on_zero_gpu(monkeypatch):
     assert gpu_slots(True) == 16 and gpu_slots(False) == 1
 
 
+def test_the_image_tab_starts_from_the_models_suggested_settings(tiny_model_shared, tokenizer):
+    from omnimamba.sampling import ImageDefaults
+
+    def start_values(engine: Engine) -> list:
+        demo = app.build_demo(engine)
+        (images,) = [fn for fn in demo.fns.values() if fn.name == "images"]
+        return [c.value for c in images.inputs[3:7]]  # temperature, top-k, top-p, guidance
+
+    official = Engine(copy.deepcopy(tiny_model_shared), tokenizer, use_cuda_graphs=False)
+    assert start_values(official) == [1.0, 1, 0.0, 1.0]  # greedy, no guidance: the official setting
+    suggested = ImageDefaults(temperature=0.9, top_k=0, top_p=0.0, guidance_scale=3.0)
+    shapes_like = Engine(copy.deepcopy(tiny_model_shared), tokenizer, use_cuda_graphs=False, image_defaults=suggested)
+    assert start_values(shapes_like) == [0.9, 0, 0.0, 3.0]
+
+
 def test_gpu_handlers_share_one_queue(engine):
     demo = app.build_demo(engine)
     gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}

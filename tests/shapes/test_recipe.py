@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 
 from omnimamba.config import OmniMambaConfig
-from omnimamba.shapes.recipe import DONE, ShapesRecipe, run
+from omnimamba.engine import Engine
+from omnimamba.shapes.recipe import DONE, IMAGE_DEFAULTS, ShapesRecipe, run
 from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus
 from omnimamba.train import checkpoints
 from omnimamba.train.records import ChatRecord, TextRecord
@@ -53,5 +54,7 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     assert shipped.stat().st_size <= 40_000_000  # what ships inside the package
     model = checkpoints.load_trained(shipped, "cpu", torch.float32)  # strict: every key
     assert model.config == OmniMambaConfig.shapes()
+    engine = Engine.load(str(shipped), device="cpu", offline=True)  # the app's and the CLI's loader
+    assert engine.image_defaults == IMAGE_DEFAULTS and not engine.image_defaults.sampling().greedy
     # a second run finds every step done and only ships again
     assert run(recipe, tmp_path) == shipped

@@ -15,7 +15,7 @@ from .events import EngineError
 from .generation import ChatStep, ImageStep, ModelRunner, chat_tokens, image_tokens
 from .model import InferenceState
 from .sampling import SamplingParams
-from .scheduler import ChatJob, ImageJob, Job, Scheduler
+from .scheduler import ChatJob, ImageJob, Job, Message, Scheduler
 
 Prepare = Callable[[], "tuple[InferenceState, Tensor]"]  # on the device's thread: (working state, embeddings)
 
@@ -53,19 +53,13 @@ def batched_chat(scheduler: Scheduler, prepare: Prepare, params: SamplingParams,
                   max_new_tokens=max_new_tokens)
 
     def steps() -> Iterator[ChatStep]:
-        scheduler.submit(job)
-        ended = False
+        messages = token_messages(scheduler, job)
         try:
-            while not ended:
-                message = scheduler.receive(job)
-                ended = message.kind == "end"
-                if not ended:
-                    yield ChatStep(message.tokens[0], message.stop_reason)
+            for message in messages:
+                yield ChatStep(message.tokens[0], message.stop_reason)
         finally:
-            if not ended:
-                job.cancel.set()  # the slot frees at the next step
-                ended = drain(scheduler, job)
-            if ended and job.state is not None:
+            messages.close()  # stopped early: the job is cancelled and has ended when this returns
+            if job.over == "end" and job.state is not None:
                 run.state, run.tokens = job.state, job.produced[0]
     run.steps = steps()
     return run
@@ -95,21 +89,32 @@ def batched_images(scheduler: Scheduler, prefix: Tensor, uncond: Tensor | None, 
                    guidance_scale=guidance_scale if guided else 1.0)
     total = scheduler.model.config.num_image_tokens
     columns: list[list[int]] = []
-    scheduler.submit(job)
-    ended = False
+    messages = token_messages(scheduler, job)
     try:
-        while not ended:
-            message = scheduler.receive(job)
-            ended = message.kind == "end"
-            if ended:
-                if len(columns) != total:
-                    raise EngineError(f"image generation ended after {len(columns)} of {total} tokens")
-                break
+        for message in messages:
             columns.append(message.tokens)
             k = len(columns)
             if k == 1 or (report_every and k % report_every == 0 and k < total):
                 yield ImageStep(torch.tensor(columns).T, done=False)
-        yield ImageStep(torch.tensor(columns).T, done=True)
+    finally:
+        messages.close()  # stopped early: the job is cancelled and has ended when this returns
+    if len(columns) != total:
+        raise EngineError(f"image generation ended after {len(columns)} of {total} tokens")
+    yield ImageStep(torch.tensor(columns).T, done=True)
+
+
+def token_messages(scheduler: Scheduler, job: Job) -> Iterator[Message]:
+    """Submit `job` and yield its token messages until its end (an error message raises). Closed before the
+    end, it cancels the job (the slot frees at the next step) and waits for the worker to let it go."""
+    scheduler.submit(job)
+    ended = False
+    try:
+        while True:
+            message = scheduler.receive(job)
+            if message.kind == "end":
+                ended = True
+                return
+            yield message
     finally:
         if not ended:
             job.cancel.set()

@@ -72,23 +72,30 @@ def _pick(rng: np.random.Generator, options: list):
 
 
 def _colour(facts: Facts, rng) -> QA | None:
-    counts = Counter(k for _, k in facts.objects)
-    unique = [k for k in KINDS if counts[k] == 1]
-    if not unique:
+    found = _unique(facts, rng, by=1, order=KINDS)  # a kind only one shape has, and that shape's colour
+    if found is None:
         return None
-    kind = _pick(rng, unique)
-    colour = next(c for c, k in facts.objects if k == kind)
+    kind, colour = found
     return QA("colour", _pick(rng, _COLOUR_Q).format(k=kind), f"The {kind} is {colour}.", colour)
 
 
 def _shape(facts: Facts, rng) -> QA | None:
-    counts = Counter(c for c, _ in facts.objects)
-    unique = [c for c in COLOURS if counts[c] == 1]
+    found = _unique(facts, rng, by=0, order=COLOURS)  # a colour only one shape has, and that shape's kind
+    if found is None:
+        return None
+    colour, kind = found
+    return QA("shape", _pick(rng, _SHAPE_Q).format(c=colour), f"The {colour} shape is a {kind}.", kind)
+
+
+def _unique(facts: Facts, rng, by: int, order) -> tuple[str, str] | None:
+    """A value of each (colour, kind) object's field `by` that exactly one object has (picked at random, in
+    `order`), and that object's other field; None when every value is shared."""
+    counts = Counter(obj[by] for obj in facts.objects)
+    unique = [value for value in order if counts[value] == 1]
     if not unique:
         return None
-    colour = _pick(rng, unique)
-    kind = next(k for c, k in facts.objects if c == colour)
-    return QA("shape", _pick(rng, _SHAPE_Q).format(c=colour), f"The {colour} shape is a {kind}.", kind)
+    value = _pick(rng, unique)
+    return value, next(obj[1 - by] for obj in facts.objects if obj[by] == value)
 
 
 def _count(facts: Facts, rng) -> QA:

@@ -145,18 +145,21 @@ class OmniMamba(nn.Module):
 
     # ----- teacher-forced forwards (the training computations) -----
     def forward_mmu(self, text_ids: Tensor, pixel_values: PixelValues | None = None,
-                    image_embeds: Tensor | None = None) -> Tensor:
-        """Text logits (b, 733 + n, 50288) over [mmu][soi] image [eoi][sot] text; row p predicts token p + 1."""
+                    image_embeds: Tensor | None = None, first_row: int = 0) -> Tensor:
+        """Text logits (b, 733 + n - first_row, 50288) over [mmu][soi] image [eoi][sot] text, rows first_row..;
+        row p predicts token p + 1. Training starts at the [sot] row: the image block's rows carry no loss, and
+        their 50288-wide head would be most of the step's head work."""
         if image_embeds is None and pixel_values is not None:
             image_embeds = self.image_features(pixel_values)
         hidden = self.backbone(self.embed_mmu(text_ids, image_embeds), "mmu")
-        return self.mamba.head(hidden, "mmu")
+        return self.mamba.head(hidden[:, first_row:], "mmu")
 
-    def forward_t2i(self, prefix_ids: Tensor, image_ids: Tensor) -> Tensor:
-        """Image logits (b, 72 + n, 16384) over prefix ++ image tokens; rows 71.. predict image_ids[0..]."""
+    def forward_t2i(self, prefix_ids: Tensor, image_ids: Tensor, first_row: int = 0) -> Tensor:
+        """Image logits (b, 72 + n - first_row, 16384) over prefix ++ image tokens, rows first_row..; rows 71..
+        predict image_ids[0..] (training starts there: the caption's rows carry no loss)."""
         seq = torch.cat([self.embed_t2i_prefix(prefix_ids),
                          self.embed_image_tokens(image_ids, prefix_ids.shape[1])], dim=1)
-        return self.mamba.head(self.backbone(seq, "t2i"), "t2i")
+        return self.mamba.head(self.backbone(seq, "t2i")[:, first_row:], "t2i")
 
     def forward_text(self, ids: Tensor) -> Tensor:
         """Plain language model (text-only training): text logits (b, n, 50288) over `ids`, no position table

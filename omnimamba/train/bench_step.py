@@ -10,9 +10,9 @@ mixed_precision bf16), fused AdamW, gradient clipping: the whole optimizer step 
 FLOPs per step (stated so the MFU can be checked):
     6 x (matmul parameters a token passes through) x tokens     for everything after the frozen vision towers
     2 x (tower parameters that run) x patches                   for the towers (frozen, forward only)
-where a T2I token passes 48 x (in_proj + out_proj) + the image head, plus project_in (image tokens) or
-caption_embed (prefix tokens); an MMU token passes the 48 layers + the text head, plus the projector (image
-patches). The SSD scan, the convolution and the norms are not counted (a few % of the matmul FLOPs), nor is
+where every token passes 48 x (in_proj + out_proj), plus project_in (image tokens), caption_embed (prefix
+tokens) or the projector (image patches); only the rows with a loss pass their task head (the training forward
+skips the head on the caption's and the image block's rows). The SSD scan, the convolution and the norms are not counted (a few % of the matmul FLOPs), nor is
 the LoRA (0.6%). Peak: H200 bf16 dense 989 TFLOP/s (override with --peak-tflops).
 """
 from __future__ import annotations
@@ -71,14 +71,14 @@ def step_flops(model: OmniMamba, batches: dict) -> float:
     if "t2i" in batches:
         b = batches["t2i"]
         n_prefix, n_img = b.prefix_ids.numel(), b.image_ids.numel()
-        per_token = layers + model.mamba.img_head.weight.numel()
-        flops += 6 * (per_token * (n_prefix + n_img) + _matmul_params(bb.img_embeddings.project_in) * n_img
+        flops += 6 * (layers * (n_prefix + n_img) + model.mamba.img_head.weight.numel() * n_img
+                      + _matmul_params(bb.img_embeddings.project_in) * n_img
                       + _matmul_params(bb.caption_embed) * n_prefix)
     if "mmu" in batches:
         b = batches["mmu"]
         rows, patches = b.text_ids.shape[0], cfg.vision.num_patches
         tokens = rows * (b.image_block + b.text_ids.shape[1])
-        flops += 6 * ((layers + model.mamba.lm_head.weight.numel()) * tokens
+        flops += 6 * (layers * tokens + model.mamba.lm_head.weight.numel() * b.text_ids.numel()
                       + _matmul_params(model.projector) * rows * patches)
         vb = model.vision_backbone
         flops += 2 * (_tower_params(vb.dino_featurizer) + _tower_params(vb.siglip_featurizer)) * rows * patches

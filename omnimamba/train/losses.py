@@ -42,19 +42,17 @@ def mmu_image_embeds(model: OmniMamba, batch: MMUBatch) -> Tensor | None:
 
 
 def mmu_loss(model: OmniMamba, batch: MMUBatch) -> Tensor:
-    logits = model.forward_mmu(batch.text_ids, image_embeds=mmu_image_embeds(model, batch))
-    n = batch.text_ids.shape[1]
     start = batch.image_block - 1  # the [sot] row predicts the first text token
-    loss = _ce(logits[:, start:start + n], batch.labels)
+    logits = model.forward_mmu(batch.text_ids, image_embeds=mmu_image_embeds(model, batch), first_row=start)
+    loss = _ce(logits[:, :batch.text_ids.shape[1]], batch.labels)
     if batch.images is None:  # only text-only chats: keep the projector in the graph with a zero gradient,
         loss = loss + 0.0 * sum(p.sum() for p in model.projector.parameters() if p.requires_grad)  # or DDP stalls
     return loss
 
 
 def t2i_loss(model: OmniMamba, batch: T2IBatch) -> Tensor:
-    logits = model.forward_t2i(batch.prefix_ids, batch.image_ids)
-    p, n = batch.prefix_ids.shape[1], batch.image_ids.shape[1]
-    return _ce(logits[:, p - 1:p - 1 + n], batch.image_ids)
+    logits = model.forward_t2i(batch.prefix_ids, batch.image_ids, first_row=batch.prefix_ids.shape[1] - 1)
+    return _ce(logits[:, :batch.image_ids.shape[1]], batch.image_ids)  # the last prefix row predicts code 0
 
 
 def text_loss(model: OmniMamba, batch: TextBatch) -> Tensor:

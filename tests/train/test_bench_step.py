@@ -28,5 +28,5 @@ def test_t2i_flops_are_six_times_matmul_parameters_times_tokens():
     head = cfg.image_vocab_size * d
     project_in, caption = 4 * d * d + 4 * d * d + d * d, 2 * d * d
     prefix, image = 3 * cfg.t2i_prefix_len, 3 * cfg.num_image_tokens
-    expected = 6 * ((layers + head) * (prefix + image) + project_in * image + caption * prefix)
+    expected = 6 * (layers * (prefix + image) + head * image + project_in * image + caption * prefix)  # head: loss rows
     assert step_flops(model, batches) == expected

@@ -91,3 +91,13 @@ def test_all_tasks_at_once_and_an_unlabelled_batch_gives_zero(model, builder):
     assert all(p.grad is not None and not p.grad.any() for p in model.projector.parameters())
     with pytest.raises(ValueError, match="unknown task"):
         task_losses(model, {"vqa": batches["mmu"]})
+
+
+def test_the_head_from_a_row_on_is_the_full_head_cut_there(model, builder):
+    ids = torch.tensor([[5, 6, 7, 8]])
+    full, cut = model.forward_mmu(ids), model.forward_mmu(ids, first_row=9)
+    assert cut.shape[1] == full.shape[1] - 9 and torch.allclose(cut, full[:, 9:], atol=1e-5)
+    prefix = torch.zeros(1, model.config.caption_len + 4, dtype=torch.long)
+    codes = torch.arange(model.config.num_image_tokens)[None] % model.config.image_vocab_size
+    full, cut = model.forward_t2i(prefix, codes), model.forward_t2i(prefix, codes, first_row=prefix.shape[1] - 1)
+    assert torch.allclose(cut, full[:, prefix.shape[1] - 1:], atol=1e-5)

@@ -98,8 +98,9 @@ def choose_model(name: str | None = AUTO, revision: str | None = None, cache_dir
         return ModelChoice(TINY_RANDOM, "tiny-random (random weights: outputs are noise)",
                            "Random weights: the tiny test model, so answers and images are noise. Start without "
                            "--model tiny-random for a model that works.")
-    if is_packed(Path(name).expanduser()):
-        return ModelChoice(name, f"OmniMamba ({Path(name).name})")
+    path = Path(name).expanduser()
+    if is_packed(path) or (path.is_dir() and checkpoint.trained_model_file(path) is not None):
+        return ModelChoice(name, f"OmniMamba, a trained checkpoint ({path.name})")  # not the released weights
     return ModelChoice(name, official_label(name, revision))
 
 

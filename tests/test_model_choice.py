@@ -89,3 +89,13 @@ def test_a_packed_file_with_a_broken_config_is_a_checkpoint_error(tmp_path):
 def test_config_json_round_trips():
     for config in (OmniMambaConfig.tiny(), OmniMambaConfig.official()):
         assert hub.config_from_json(json.dumps(dataclasses.asdict(config))) == config
+
+
+def test_a_trained_file_or_folder_is_not_called_the_released_model(tmp_path):
+    from omnimamba.model import OmniMamba
+    from omnimamba.train import checkpoints
+
+    checkpoints.save(OmniMamba(OmniMambaConfig.tiny()), tmp_path / "run")
+    for name in (str(tmp_path / "run"), str(tmp_path / "run" / "model.safetensors")):
+        label = hub.choose_model(name).label
+        assert "1.3B" not in label and "trained checkpoint" in label, label

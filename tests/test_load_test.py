@@ -26,7 +26,7 @@ def patient_url_ok(url: str) -> bool:
     return False
 
 
-def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, tokenizer, monkeypatch):
+def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, tokenizer, monkeypatch, tmp_path):
     app = pytest.importorskip("app")
     monkeypatch.setattr("gradio.networking.url_ok", patient_url_ok)
     engine = Engine(tiny_model, tokenizer, use_cuda_graphs=False, batching=True)
@@ -34,7 +34,7 @@ def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, token
     url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8, slots=16)
     try:
         reports = load_test.main(["--url", url, "--users", "2", "--requests", "1", "--max-new-tokens", "4",
-                                  "--time-limit", "120"])
+                                  "--time-limit", "120", "--plot", str(tmp_path / "load.png")])
     finally:
         demo.close()
         engine.close()
@@ -43,6 +43,7 @@ def test_the_load_test_reports_two_users_against_one_at_a_time(tiny_model, token
         assert (report.done, report.failed) == (2, 0), report.errors
         assert report.images_per_s > 0 and report.chat_tokens_per_s > 0  # one chat and one image each run
         assert report.latency_p50_s <= report.latency_p95_s and report.ttft_p50_s is not None
+    assert (tmp_path / "load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_load_test_only_drives_a_local_app():

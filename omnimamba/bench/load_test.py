@@ -2,7 +2,7 @@
 against the same requests sent one at a time in the same run.
 
     python -m omnimamba.bench.load_test --url http://127.0.0.1:7860 --users 1 4 8 16 [--requests 4]
-        [--mix mixed|chat|image] [--max-new-tokens 64] [--time-limit 600] [--out results.json]
+        [--mix mixed|chat|image] [--max-new-tokens 64] [--time-limit 600] [--out results.json] [--plot load.png]
 
 Each user has its own client (its own Gradio session) and sends `--requests` requests back to back: chats
 (a text question) and one-image requests, alternating by user in the mixed workload. The baseline sends the
@@ -153,6 +153,29 @@ def table(reports: list[RunReport]) -> str:
     return "\n".join([head, *rows])
 
 
+def plot(reports: list[RunReport], path: str) -> None:
+    """Throughput and p95 latency against the number of users, concurrent beside one at a time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("images_per_s", "images/s"), ("chat_tokens_per_s", "chat tokens/s"), ("latency_p95_s", "p95 latency s"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), dpi=110)
+    for ax, (key, label) in zip(axes, panels):
+        for mode, style in (("concurrent", "o-"), ("one at a time", "s--")):
+            points = [(r.users, getattr(r, key)) for r in reports if r.mode == mode and getattr(r, key) is not None]
+            if points:
+                ax.plot(*zip(*points), style, label=mode)
+        ax.set_xlabel("users")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> list[RunReport]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:7860/")
@@ -162,6 +185,7 @@ def main(argv: list[str] | None = None) -> list[RunReport]:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per run (each N, and each baseline)")
     p.add_argument("--out", help="write the reports as JSON here")
+    p.add_argument("--plot", help="write a PNG of throughput and p95 latency against users here")
     args = p.parse_args(argv)
     url = check_local(args.url)
     if not all(1 <= n <= 64 for n in args.users) or not 1 <= args.requests <= 64 or args.time_limit <= 0:
@@ -176,6 +200,8 @@ def main(argv: list[str] | None = None) -> list[RunReport]:
     if args.out:
         with open(args.out, "w") as f:
             json.dump([asdict(r) for r in reports], f, indent=2)
+    if args.plot:
+        plot(reports, args.plot)
     return reports
 
 

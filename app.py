@@ -29,7 +29,7 @@ from demo.compare_one import CompareOneHandlers
 from demo.compare_pairs import ComparePairHandlers
 from demo.format import header_html, set_status
 from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, gpu_slots, one_pair
-from demo.handlers import beside, user_errors
+from demo.handlers import NotCopied, beside, user_errors
 from demo.images import ImageHandlers
 from demo.inputs import COMPARE_NEW_TOKENS, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SEED
 from demo.launch import (EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, model_size, open_engine_or_fallback,
@@ -76,7 +76,7 @@ class TabHandlers:
 
 
 def chat_tab(ui: ChatHandlers, panel: gr.HTML, examples: list[dict]) -> None:
-    conv = gr.State(Conversation(), delete_callback=ui.forget)
+    conv = gr.State(Conversation(), delete_callback=NotCopied(ui.forget))  # see NotCopied: page views copy props
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(height="52vh", min_height=300, show_label=False, elem_id="om-chat", layout="bubble",

@@ -121,3 +121,21 @@ def beside(handler: Callable, outputs: int, note: int, panel: int | None = None,
         except Exception as exc:
             return on_error(exc)
     return call
+
+
+class NotCopied:
+    """A callable that deep copies as itself. Gradio deep-copies every component's properties on each page view;
+    a bound handler method there (a gr.State's delete_callback) would drag the engine, and with it every weight
+    of the model, into that copy: seconds per view, and a copy of the weights in GPU memory."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __copy__(self) -> "NotCopied":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "NotCopied":
+        return self

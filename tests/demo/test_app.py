@@ -224,6 +224,19 @@ def test_the_image_tab_starts_from_the_models_suggested_settings(tiny_model_shar
     assert start_values(shapes_like) == [0.9, 0, 0.0, 3.0]
 
 
+def test_a_page_view_copies_no_weights(engine, monkeypatch):
+    import gradio.utils
+    import torch
+
+    demo = app.build_demo(engine)
+    config = demo.get_config_file()
+    copied = []
+    monkeypatch.setattr(torch.nn.Parameter, "__deepcopy__", lambda self, memo: copied.append(self) or self)
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", lambda self, memo: copied.append(self) or self)
+    gradio.utils.safe_deepcopy(config["components"])  # what Gradio does to the config on every page view
+    assert copied == [], f"a page view deep-copies {len(copied)} tensors (a component property holds the engine)"
+
+
 def test_gpu_handlers_share_one_queue(engine):
     demo = app.build_demo(engine)
     gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}

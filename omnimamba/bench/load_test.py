@@ -1,12 +1,15 @@
 """Load test: N simulated users drive a running app through gradio_client (its /chat and /text_to_image API),
 against the same requests sent one at a time in the same run.
 
-    python -m omnimamba.bench.load_test --url http://127.0.0.1:7860 --users 1 4 8 16 [--requests 4]
+    python -m omnimamba.bench.load_test --url http://127.0.0.1:7860 [--baseline-url http://127.0.0.1:7861]
+        --users 1 4 8 16 [--requests 4]
         [--mix mixed|chat|image] [--max-new-tokens 64] [--time-limit 600] [--out results.json] [--plot load.png]
 
 Each user has its own client (its own Gradio session) and sends `--requests` requests back to back: chats
-(a text question) and one-image requests, alternating by user in the mixed workload. The baseline sends the
-same number of requests one after another from one user. Reported per run: requests done and failed,
+(a text question) and one-image requests, alternating by user in the mixed workload. The baseline is the
+one-at-a-time engine: with --baseline-url (a second app of the same model, started with --batching off) the
+same users send the same requests to it, so its latencies include the queueing; without it, the same requests
+go one after another from one user (throughput only compares). Reported per run: requests done and failed,
 throughput (images/s and chat tokens/s, from the engine's own counts in the streamed metrics), p50/p95
 latency and p50/p95 time to first token (the first streamed update the client sees). Only 127.0.0.1 /
 localhost / ::1 are accepted, and every run stops at `--time-limit` seconds (requests still running are
@@ -108,12 +111,14 @@ def workload(users: int, requests: int, mix: str) -> list[list[str]]:
     return [[kind(u, i) for i in range(requests)] for u in range(users)]
 
 
-def run(url: str, plan: list[list[str]], mode: str, max_new_tokens: int, time_limit: float) -> RunReport:
-    """`plan`: each user's request kinds; "one at a time" runs every request from one user in turn."""
+def run(url: str, plan: list[list[str]], mode: str, max_new_tokens: int, time_limit: float,
+        sequential: bool = False) -> RunReport:
+    """`plan`: each user's request kinds, sent by concurrent users; `sequential`: every request from one user in
+    turn instead."""
     samples: list[Sample] = []
     t0 = time.perf_counter()
     deadline = t0 + time_limit
-    if mode == "one at a time":
+    if sequential:
         user_loop(url, 0, [k for kinds in plan for k in kinds], max_new_tokens, deadline, samples)
     else:
         threads = [threading.Thread(target=user_loop, args=(url, u, kinds, max_new_tokens, deadline, samples))
@@ -184,17 +189,26 @@ def main(argv: list[str] | None = None) -> list[RunReport]:
     p.add_argument("--mix", choices=["mixed", "chat", "image"], default="mixed")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--time-limit", type=float, default=600.0, help="seconds per run (each N, and each baseline)")
+    p.add_argument("--baseline-url", default=None,
+                   help="an app of the same model started with --batching off: the baseline then gets the same "
+                        "concurrent users (queueing included); without it the baseline sends the requests one "
+                        "after another from one user")
     p.add_argument("--out", help="write the reports as JSON here")
     p.add_argument("--plot", help="write a PNG of throughput and p95 latency against users here")
     args = p.parse_args(argv)
     url = check_local(args.url)
+    baseline = check_local(args.baseline_url) if args.baseline_url else None
     if not all(1 <= n <= 64 for n in args.users) or not 1 <= args.requests <= 64 or args.time_limit <= 0:
         raise SystemExit("error: --users and --requests must be in 1..64 and --time-limit positive")
     reports = []
     for users in args.users:
         plan = workload(users, args.requests, args.mix)
-        for mode in ("concurrent", "one at a time"):
-            reports.append(run(url, plan, mode, args.max_new_tokens, args.time_limit))
+        reports.append(run(url, plan, "concurrent", args.max_new_tokens, args.time_limit))
+        print(table(reports[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        if baseline:
+            reports.append(run(baseline, plan, "one at a time", args.max_new_tokens, args.time_limit))
+        else:
+            reports.append(run(url, plan, "one at a time", args.max_new_tokens, args.time_limit, sequential=True))
             print(table(reports[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(table(reports))
     if args.out:

@@ -13,8 +13,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from omnimamba.config import EOS_ID
-from omnimamba.engine import ChatRecord, Engine
+from omnimamba.engine import ChatRecord, Engine, EngineError
 from omnimamba.metrics import RequestMetrics
 from omnimamba.sampling import SamplingParams
 
@@ -55,20 +54,13 @@ def input_box(busy: bool = False, text: str | None = None) -> gr.MultimodalTextb
     return gr.MultimodalTextbox(**value, interactive=True, submit_btn=True, stop_btn=False)
 
 
-def fits(engine: Engine, record: ChatRecord, question: str) -> None:
-    """Refuse, before any work, a question that does not fit the chat's positions, saying what to do."""
-    config = engine.model.config
-    block, limit = 4 + config.vision.num_patches, config.mmu_positions  # [mmu][soi] image [eoi][sot], then text
-    turn = engine.tokenizer.chat_turn(question)
-    carried = len(record.pending) + (1 if record.turns and tuple(record.pending[-1:]) != (EOS_ID,) else 0)
-    used = block + len(record.history)
-    if used + carried + len(turn) < limit:  # room for the question and at least two answer tokens
-        return
-    if not record.turns:
-        raise refuse(f"The question is {len(turn):,} tokens; this model's chat holds at most {limit - block - 2:,}. "
-                     "Shorten it.")
-    raise refuse(f"This conversation is full: {used:,} of its {limit:,} positions are used and the question needs "
-                 f"{carried + len(turn):,} more. Start a new chat (clear it) to go on, or ask a shorter question.")
+def fits(engine: Engine, question: str, record: ChatRecord | None = None, session_id: str | None = None) -> None:
+    """Refuse, before any work, a question that does not fit the chat (the app's record of it, the engine's
+    session, or a new chat), with the engine's message of what to do."""
+    try:
+        engine.check_chat(question, session_id, record)
+    except EngineError as exc:
+        raise refuse(str(exc)) from None
 
 
 def owned(method: Any, request: gr.Request | None) -> dict:
@@ -78,15 +70,6 @@ def owned(method: Any, request: gr.Request | None) -> dict:
 
     owner = getattr(request, "session_hash", None)
     return {"owner": owner} if owner and "owner" in inspect.signature(method).parameters else {}
-
-
-def session_record(engine: Engine, session_id: str) -> ChatRecord | None:
-    """The engine session's ids as a record (None when the engine does not expose them: no pre-check then)."""
-    try:
-        session = engine.sessions[session_id]
-        return ChatRecord(tuple(session.history), tuple(session.pending), session.turns)
-    except (AttributeError, KeyError, TypeError):
-        return None
 
 
 class ChatHandlers(Handlers):
@@ -113,12 +96,12 @@ class ChatHandlers(Handlers):
         if files:
             path = files[0]["path"] if isinstance(files[0], dict) else str(files[0])
             open_image(path)  # refuse a bad file now, before it is shown
-            fits(self.engine, ChatRecord(), text)
+            fits(self.engine, text)
             note = "New image: a new conversation starts." if conv.turns else ""
             self.forget(conv)
             conv, history = Conversation(image=path), [{"role": "user", "content": {"path": path}}]
         else:
-            fits(self.engine, conv.record, text)
+            fits(self.engine, text, record=conv.record)
         conv.pending = text
         return history + [{"role": "user", "content": text}], input_box(busy=True), conv, note
 
@@ -214,16 +197,14 @@ class ChatHandlers(Handlers):
         owner = owned(self.engine.new_session, request)
         if image:
             picture = open_image(image)
-            fits(self.engine, ChatRecord(), question)
+            fits(self.engine, question)
             session_id = self.engine.new_session(picture, **owner)
         elif session_id:
             if not self.engine.has_session(session_id):
                 raise refuse("Unknown or expired session_id: start a new conversation (send the image again).")
-            record = session_record(self.engine, session_id)
-            if record is not None:
-                fits(self.engine, record, question)
+            fits(self.engine, question, session_id=session_id)
         else:
-            fits(self.engine, ChatRecord(), question)
+            fits(self.engine, question)
             session_id = self.engine.new_session(None, **owner)
         with closing(self.engine.chat(session_id, question, params, limit)) as events:
             for event in events:

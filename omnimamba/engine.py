@@ -137,11 +137,15 @@ class Engine:
     def end_session(self, session_id: str) -> None:
         self.sessions.remove(session_id)
 
-    def check_chat(self, message: str, session_id: str | None = None) -> int:
-        """Check before any work that `message` fits in the chat `session_id` (or in a new chat, with or without
-        an image); returns how many answer tokens the model can then produce. Raises EngineError saying what
-        to do when it does not fit or the chat is unknown."""
-        session = self.sessions.get(session_id) if session_id is not None else ChatSession(None)
+    def check_chat(self, message: str, session_id: str | None = None, record: ChatRecord | None = None) -> int:
+        """Check before any work that `message` fits in the chat `session_id`, or in the chat `record` holds (a
+        chat the caller keeps the ids of), or in a new chat; returns how many answer tokens the model can then
+        produce. Raises EngineError saying what to do when it does not fit or the chat is unknown."""
+        if record is not None:
+            session = ChatSession(None, history=list(record.history), pending=list(record.pending),
+                                  turns=record.turns)
+        else:
+            session = self.sessions.get(session_id) if session_id is not None else ChatSession(None)
         if session is None:
             raise EngineError("this conversation has expired; start a new one")
         turn = self._turn_ids(message)
@@ -183,13 +187,15 @@ class Engine:
         room = limit - used - len(feed)
         if room >= 0:
             return room + 1  # the last sampled token is never fed
-        fit = limit - used - (len(feed) - turn_len)  # what is left for the question itself
+        fit = max(limit - used - (len(feed) - turn_len), 0)  # what is left for the question itself
         if session.turns and fit < MIN_QUESTION_TOKENS:
-            raise EngineError(f"this conversation is full (it has used {used} of the model's {limit} "
-                              f"positions): start a new chat")
-        where = "in what is left of this conversation" if session.turns else "in a chat with this model"
-        raise EngineError(f"the question is {turn_len} tokens; {max(fit, 0)} fit {where}: shorten it"
-                          + (" or start a new chat" if session.turns else ""))
+            raise EngineError(f"This conversation is full: it has used {used:,} of the model's {limit:,} "
+                              f"positions. Start a new chat to go on.")
+        if session.turns:
+            raise EngineError(f"The question is {turn_len:,} tokens; {fit:,} fit in what is left of this "
+                              f"conversation. Shorten it, or start a new chat.")
+        raise EngineError(f"The question is {turn_len:,} tokens; this model's chat holds at most {fit:,}. "
+                          f"Shorten it.")
 
     def _answer(self, session: ChatSession, feed: list[int], params: SamplingParams,
                 max_new_tokens: int) -> Iterator[ChatEvent]:

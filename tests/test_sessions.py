@@ -36,9 +36,9 @@ def test_a_question_that_does_not_fit_is_refused_before_any_work_with_what_fits(
     long = " ".join(["word"] * 400)
     calls = []
     monkeypatch.setattr(DecodeGraph, "prefill", lambda *a, **k: calls.append(1))
-    with pytest.raises(EngineError, match=r"the question is \d+ tokens; \d+ fit in a chat"):
+    with pytest.raises(EngineError, match=r"The question is \d+ tokens; this model's chat holds at most \d+"):
         tiny_engine.check_chat(long)
-    with pytest.raises(EngineError, match=r"the question is \d+ tokens; \d+ fit in a chat"):
+    with pytest.raises(EngineError, match=r"The question is \d+ tokens; this model's chat holds at most \d+"):
         list(tiny_engine.chat(session, long))
     assert calls == [] and tiny_engine.sessions[session].turns == 0 and not tiny_engine.lock.locked()
 
@@ -53,7 +53,7 @@ def test_a_full_conversation_says_so_with_the_models_limit_and_stays_usable(tiny
     before = snapshot(tiny_engine.sessions[session])
     for call in (lambda: tiny_engine.check_chat("And then?", session),
                  lambda: list(tiny_engine.chat(session, "And then?"))):
-        with pytest.raises(EngineError, match="this conversation is full .*: start a new chat"):
+        with pytest.raises(EngineError, match="This conversation is full: .* Start a new chat"):
             call()
     assert_same(before, snapshot(tiny_engine.sessions[session]))
     assert tiny_engine.check_chat("And then?") > 1  # a new chat has room

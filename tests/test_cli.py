@@ -101,7 +101,7 @@ def test_generate_starts_from_the_models_suggested_settings_and_flags_win(monkey
 
 def test_a_question_longer_than_the_chat_fits(image):
     message = error_of("chat", "--model", "tiny-random", "--image", str(image), "--question", "why " * 300)
-    assert "position" in message or "fit" in message
+    assert "this model's chat holds at most" in message and "Shorten it" in message
 
 
 def test_a_missing_tokenizer_points_at_the_tokenizer_option(tmp_path):

@@ -63,7 +63,7 @@ def open_engine(model: str | None, revision: str | None = None, device: str | No
     choice = choose_model(model, revision)
     engine = Engine.load(choice.model, revision, device, DTYPES.get(dtype), tokenizer,
                          offline=True if offline else None, batching=batching)
-    engine.label = choice.label  # the name the user chose it by (shapes, a Hub id, a path)
+    engine.label = choice.label  # the name the user chose it by (`shapes` loads a path it names differently)
     if choice.notice:
         logging.getLogger(__name__).warning("%s: %s", choice.label, choice.notice)
     return engine, choice
@@ -162,14 +162,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def sampling_arguments(p: argparse.ArgumentParser, model_defaults: bool = False) -> None:
-    """model_defaults: unset flags take the model's suggested text-to-image settings (ImageDefaults)."""
-    later = " (default: the model's suggestion; the official model's is {})"
-    p.add_argument("--temperature", type=float, default=None if model_defaults else 1.0,
-                   help=later.format(1.0) if model_defaults else None)
-    p.add_argument("--top-k", type=int, default=None if model_defaults else 1,
-                   help="1 = greedy (the official setting), 0 = off" + (later.format(1) if model_defaults else ""))
-    p.add_argument("--top-p", type=float, default=None if model_defaults else 0.0,
-                   help="0 = off" + (later.format(0.0) if model_defaults else ""))
+    """model_defaults: unset flags (None) take the model's suggested text-to-image settings (ImageDefaults);
+    otherwise they default to the official greedy decoding."""
+    official = ImageDefaults()
+    later = " (default: the model's suggestion)" if model_defaults else ""
+    for flag, kind, value, meaning in (("--temperature", float, official.temperature, ""),
+                                       ("--top-k", int, official.top_k, "1 = greedy (the official setting), 0 = off"),
+                                       ("--top-p", float, official.top_p, "0 = off")):
+        p.add_argument(flag, type=kind, default=None if model_defaults else value, help=(meaning + later) or None)
     p.add_argument("--seed", type=int, default=None)
 
 

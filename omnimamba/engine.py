@@ -92,9 +92,7 @@ class Engine:
         net, report = hub.load_model(model, revision, device, dtype, cache_dir=cache_dir, offline=offline)
         log.info("weights: %s", report)
         engine_kwargs.setdefault("image_defaults", report.get("image_defaults", ImageDefaults()))
-        official = net.config == OmniMambaConfig.official()  # a trained file may hold another size (the shapes model)
-        label = hub.official_label(model, revision) if official else f"OmniMamba, a trained checkpoint ({model})"
-        return cls(net, tok, label=label, **engine_kwargs)
+        return cls(net, tok, label=hub.model_label(model, revision), **engine_kwargs)
 
     @property
     def device(self) -> torch.device:

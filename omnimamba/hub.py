@@ -98,10 +98,15 @@ def choose_model(name: str | None = AUTO, revision: str | None = None, cache_dir
         return ModelChoice(TINY_RANDOM, "tiny-random (random weights: outputs are noise)",
                            "Random weights: the tiny test model, so answers and images are noise. Start without "
                            "--model tiny-random for a model that works.")
-    path = Path(name).expanduser()
+    return ModelChoice(name, model_label(name, revision))
+
+
+def model_label(model: str, revision: str | None = None) -> str:
+    """How the app and the log name a model loaded from `model`: a trained file or folder is not the release."""
+    path = Path(model).expanduser()
     if is_packed(path) or (path.is_dir() and checkpoint.trained_model_file(path) is not None):
-        return ModelChoice(name, f"OmniMamba, a trained checkpoint ({path.name})")  # not the released weights
-    return ModelChoice(name, official_label(name, revision))
+        return f"OmniMamba, a trained checkpoint ({model})"
+    return official_label(model, revision)
 
 
 def official_label(model: str, revision: str | None) -> str:

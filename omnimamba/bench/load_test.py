@@ -114,7 +114,7 @@ def workload(users: int, requests: int, mix: str) -> list[list[str]]:
 def run(url: str, plan: list[list[str]], mode: str, max_new_tokens: int, time_limit: float,
         sequential: bool = False) -> RunReport:
     """`plan`: each user's request kinds, sent by concurrent users; `sequential`: every request from one user in
-    turn instead."""
+    turn instead. `mode` names the engine behind `url` in the report."""
     samples: list[Sample] = []
     t0 = time.perf_counter()
     deadline = t0 + time_limit
@@ -203,12 +203,9 @@ def main(argv: list[str] | None = None) -> list[RunReport]:
     reports = []
     for users in args.users:
         plan = workload(users, args.requests, args.mix)
-        reports.append(run(url, plan, "concurrent", args.max_new_tokens, args.time_limit))
-        print(table(reports[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-        if baseline:
-            reports.append(run(baseline, plan, "one at a time", args.max_new_tokens, args.time_limit))
-        else:
-            reports.append(run(url, plan, "one at a time", args.max_new_tokens, args.time_limit, sequential=True))
+        for target, mode, sequential in ((url, "concurrent", False),
+                                         (baseline or url, "one at a time", baseline is None)):
+            reports.append(run(target, plan, mode, args.max_new_tokens, args.time_limit, sequential))
             print(table(reports[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(table(reports))
     if args.out:

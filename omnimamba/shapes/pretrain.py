@@ -4,8 +4,9 @@ train_vq: LlamaGen VQ-16 training on rendered scenes: pixel L1 + L2, codebook an
 losses on l2-normalised codes with a straight-through estimator (no GAN or perceptual loss: flat colours);
 codes unused for a while restart at random encoder outputs. Quality: the shapes checker on reconstructions.
 train_towers: DINOv2 / SigLIP towers learn what the MMU path will read from them (the second-to-last block's
-patch tokens): per-patch colour and shape classes, and per image the colours and shapes present and the count,
-through small probe heads that are thrown away. Stage 1 then freezes the towers, as the paper does.
+patch tokens): per patch its colour and shape classes, its row and column, and which clear extreme (left-, right-,
+top-, bottom-most) its shape is; per image the colours and shapes present and the count; through small probe heads
+that are thrown away. Stage 1 then freezes the towers, as the paper does.
 Both stop at `steps` or after `seconds`, whichever comes first (the cosine schedule follows the earlier).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..model.vq import VQModel
 from .checker import check
 from .language import Description
 from .scene_batches import eval_scenes, scene_loader
-from .world import COLOURS, KINDS, SIZE, render
+from .world import COLOURS, KINDS, RELATIONS, SIZE, render
 
 Log = Callable[[str], None]
 StateDict = dict[str, Tensor]
@@ -173,26 +174,37 @@ def _optimizer_step(opt: torch.optim.Optimizer, params, loss: Tensor, lr: float)
 class ProbeHeads(nn.Module):
     """What one tower's patch tokens must make linearly readable (per patch) or poolable (per image)."""
 
-    PATCH = (len(COLOURS) + 1, len(KINDS) + 1)  # classes per patch, 0 = background
     IMAGE = (len(COLOURS), len(KINDS), 3)  # colours present, kinds present, count 1..3
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, grid: int):
         super().__init__()
-        self.patch = nn.Linear(dim, sum(self.PATCH))
+        # per patch: colour and kind classes (0 = background), extremes (multi-label), row and column classes;
+        # row and column keep where a patch is in the features the projector passes on (left/right questions)
+        self.grid, self.split = grid, (len(COLOURS) + 1, len(KINDS) + 1, len(RELATIONS), grid, grid)
+        self.patch = nn.Linear(dim, sum(self.split))
         self.image = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(),
                                    nn.Linear(4 * dim, sum(self.IMAGE)))
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, ...]:
-        """tokens (b, n, dim) -> patch colour (b, n, 8), patch kind (b, n, 4), colours (b, 7), kinds (b, 3),
-        count (b, 3) logits."""
-        patch = self.patch(tokens).float().split(self.PATCH, dim=-1)
+        """tokens (b, n, dim) -> patch colour (b, n, 8), kind (b, n, 4), extremes (b, n, 4), row (b, n, grid),
+        column (b, n, grid), colours (b, 7), kinds (b, 3), count (b, 3) logits."""
+        patch = self.patch(tokens).float().split(self.split, dim=-1)
         image = self.image(tokens.mean(1)).float().split(self.IMAGE, dim=-1)
         return (*patch, *image)
 
+    def positions(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Row and column class of each patch, (b, n) each (patches in raster order)."""
+        index = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        return index // self.grid, index % self.grid
+
     def loss(self, tokens: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        colour, kind, colours, kinds, count = self(tokens)
+        colour, kind, extremes, row, column, colours, kinds, count = self(tokens)
+        rows, columns = self.positions(tokens)
         return (F.cross_entropy(colour.flatten(0, 1), batch["patch_colour"].flatten())
                 + F.cross_entropy(kind.flatten(0, 1), batch["patch_kind"].flatten())
+                + F.binary_cross_entropy_with_logits(extremes, batch["patch_extreme"])
+                + F.cross_entropy(row.flatten(0, 1), rows.flatten())
+                + F.cross_entropy(column.flatten(0, 1), columns.flatten())
                 + F.binary_cross_entropy_with_logits(colours, batch["colours"])
                 + F.binary_cross_entropy_with_logits(kinds, batch["kinds"])
                 + F.cross_entropy(count, batch["count"]))
@@ -200,7 +212,8 @@ class ProbeHeads(nn.Module):
     @torch.no_grad()
     def correct(self, tokens: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-item correctness (float tensors) of each probe."""
-        colour, kind, colours, kinds, count = self(tokens)
+        colour, kind, extremes, row, column, colours, kinds, count = self(tokens)
+        rows, columns = self.positions(tokens)
         on_shape = batch["patch_kind"] > 0
         colour_right = colour.argmax(-1) == batch["patch_colour"]
         kind_right = (kind.argmax(-1) == batch["patch_kind"]) & on_shape
@@ -208,6 +221,9 @@ class ProbeHeads(nn.Module):
             "patch_colour": colour_right.float().mean(1),  # background patches included
             "patch_colour_on_shapes": (colour_right & on_shape).sum(1) / on_shape.sum(1).clamp(min=1),
             "patch_kind": kind_right.sum(1) / on_shape.sum(1).clamp(min=1),  # on shape patches
+            "patch_extreme": (((extremes > 0) == (batch["patch_extreme"] > 0.5)).all(-1) & on_shape).sum(1)
+            / on_shape.sum(1).clamp(min=1),
+            "patch_position": ((row.argmax(-1) == rows) & (column.argmax(-1) == columns)).float().mean(1),
             "present": (((colours > 0) == (batch["colours"] > 0.5)).all(1)
                         & ((kinds > 0) == (batch["kinds"] > 0.5)).all(1)).float(),
             "count": (count.argmax(-1) == batch["count"]).float(),
@@ -233,8 +249,9 @@ def train_towers(cfg: OmniMambaConfig, steps: int, batch_size: int, device: str 
     device = torch.device(device)
     torch.manual_seed(seed)
     towers = VisionBackbone(cfg.vision).to(device).train()
-    heads = nn.ModuleDict({"dino": ProbeHeads(towers.dino_featurizer.embed_dim),
-                           "siglip": ProbeHeads(towers.siglip_featurizer.embed_dim)}).to(device)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    heads = nn.ModuleDict({"dino": ProbeHeads(towers.dino_featurizer.embed_dim, grid),
+                           "siglip": ProbeHeads(towers.siglip_featurizer.embed_dim, grid)}).to(device)
     params = [*towers.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     data = scene_loader(seed, batch_size, cfg.vision, num_workers=_workers(num_workers, device))

@@ -4,6 +4,7 @@ Steps (each writes its own folder under OUT and is skipped when that folder is c
 continued; docs/shapes-model.md gives the numbers):
   pretrain      the VQ (LlamaGen VQ-16 design) and the two towers (timm DINOv2-reg / SigLIP classes), pretrain.py
   init          a training-initialised OmniMamba holding those weights              -> OUT/init
+  t2i corpus    t2i_corpus scenes rendered and VQ-encoded once                      -> OUT/t2i-corpus
   stage0-text   the backbone as a plain language model on the world's text          -> OUT/stage0-text
   stage1-mmu    paper stage 1, image chat: projector + MMU LoRA (+ MMU positions)   -> OUT/stage1-mmu
   stage1-t2i    paper stage 1, text to image: T2I LoRA + image table/head, project_in, caption MLP, positions
@@ -31,7 +32,7 @@ from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
 from .pretrain import train_towers, train_vq, vq_quality
-from .sources import WorldRecords, encode_t2i_corpus
+from .sources import WorldRecords, encode_t2i_corpus, load_t2i_corpus, save_t2i_corpus
 
 log = logging.getLogger(__name__)
 SOURCE = "shapes"  # the TrainConfig data name of the world's records
@@ -46,13 +47,13 @@ IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_sca
 @dataclass(frozen=True)
 class ShapesRecipe:
     seed: int = 0
-    vq_seconds: float = 150.0  # the pre-steps stop at a time budget (they converge well before)
-    tower_seconds: float = 60.0
+    vq_seconds: float = 130.0  # the pre-steps stop at a time budget
+    tower_seconds: float = 90.0
     vq_batch: int = 64
     tower_batch: int = 128
-    t2i_corpus: int = 100_000  # text-to-image scenes rendered and VQ-encoded once
+    t2i_corpus: int = 120_000  # text-to-image scenes rendered and VQ-encoded once
     chat_records: int = 4_000_000  # image chats and text are made on demand: this only bounds the index space
-    steps: tuple[int, int, int, int] = (200, 400, 600, 4500)  # stage0, stage1-mmu, stage1-t2i, stage2
+    steps: tuple[int, int, int, int] = (200, 400, 600, 6000)  # stage0, stage1-mmu, stage1-t2i, stage2
     # text, stage-1 chats, images, stage-2 chats: large, since a step of a model this small is bound by kernel
     # launches, not arithmetic, on a big GPU (four times the first run's batches cost about the same step time)
     batch: tuple[int, int, int, int] = (128, 64, 256, 64)
@@ -98,7 +99,7 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, unt
     with _timed(timings, "init"):
         build_init(config, pretrained, out / "init", recipe.seed)
     with _timed(timings, "t2i_corpus"):
-        register_world(recipe, config, pretrained["vq"], device)
+        register_world(recipe, config, pretrained["vq"], device, out / "t2i-corpus")
     from ..train.loop import latest_checkpoint, train
 
     for folder, cfg in recipe.stages():
@@ -131,8 +132,12 @@ def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device
         log.info("VQ round trips: %s", quality)
         _save(have["vq"], folder / "vq.safetensors")
     if "dino" not in have or "siglip" not in have:
+        probes: dict = {}
         have["dino"], have["siglip"] = train_towers(config, 10_000, recipe.tower_batch, device, log.info,
-                                                    seconds=recipe.tower_seconds, seed=recipe.seed)
+                                                    seconds=recipe.tower_seconds, seed=recipe.seed, report=probes)
+        log.info("tower probes on fresh scenes: %s", probes)
+        quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else {}
+        (folder / "quality.json").write_text(json.dumps({**quality, "towers": probes}, indent=2))
         _save(have["dino"], folder / "dino.safetensors")
         _save(have["siglip"], folder / "siglip.safetensors")
     return have
@@ -158,13 +163,21 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: in
     (folder / DONE).write_text("{}")
 
 
-def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, device: torch.device) -> None:
-    """Make the world's records the training data named SOURCE: chats and text on demand, T2I encoded once."""
+def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, device: torch.device,
+                   corpus_folder: Path) -> None:
+    """Make the world's records the training data named SOURCE: chats and text on demand, T2I encoded once
+    (kept in `corpus_folder`; encoded again only when the recipe asks for another corpus)."""
     from ..model.vq import VQModel
 
-    vq = VQModel(config.vq)
-    vq.load_state_dict(vq_sd, strict=True)
-    corpus = encode_t2i_corpus(vq, recipe.t2i_corpus, recipe.seed, device, num_workers=recipe.num_workers)
+    made_for = {"t2i_corpus": recipe.t2i_corpus, "seed": recipe.seed}
+    if _complete(corpus_folder) and json.loads((corpus_folder / DONE).read_text()) == made_for:
+        corpus = load_t2i_corpus(corpus_folder)
+    else:
+        vq = VQModel(config.vq)
+        vq.load_state_dict(vq_sd, strict=True)
+        corpus = encode_t2i_corpus(vq, recipe.t2i_corpus, recipe.seed, device, num_workers=recipe.num_workers)
+        save_t2i_corpus(corpus, corpus_folder)
+        (corpus_folder / DONE).write_text(json.dumps(made_for))
     sources = {"t2i": corpus,
                "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config),
                "text": WorldRecords("text", recipe.chat_records, recipe.seed, config)}

@@ -2,7 +2,8 @@
 
 Each item: "image" uint8 (3, 256, 256); with towers, also the towers' pixel values (exactly
 `vision.preprocess_image`, the inference transform) and supervision: per-patch colour / kind classes on the
-towers' patch grid (0 = background), colours and kinds present (multi-hot), and the shape count - 1.
+towers' patch grid (0 = background), which clear extremes (left-, right-, top-, bottom-most) each patch's shape
+is, colours and kinds present (multi-hot), and the shape count - 1.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..config import VisionConfig
 from ..model.vision import preprocess_image
 from .records import stream_rng
-from .world import (ALL_COMBOS, COLOURS, HELD_OUT, KINDS, SIZE, TRAIN_COMBOS, Scene, label_maps, render,
-                    sample_scene)
+from .world import (ALL_COMBOS, COLOURS, HELD_OUT, KINDS, RELATIONS, SIZE, TRAIN_COMBOS, Scene, extreme,
+                    label_maps, render, sample_scene, shape_map)
 
 
 class SceneStream(IterableDataset):
@@ -44,9 +45,19 @@ def scene_item(scene: Scene, vision: VisionConfig | None) -> dict[str, torch.Ten
 
 
 def tower_targets(scene: Scene, grid: int) -> dict[str, torch.Tensor]:
-    """Classes at the centre of each patch (in 256-px coordinates) and what the whole image holds."""
+    """Classes at the centre of each patch (in 256-px coordinates) and what the whole image holds.
+
+    patch_extreme (grid * grid, 4): for each direction of RELATIONS, 1 where the patch's shape is clearly the most
+    left / right / above / below one of the scene (the chat's relation questions ask exactly that)."""
     colour_map, kind_map = label_maps(scene)
     centres = ((np.arange(grid) + 0.5) * SIZE / grid).astype(int)
+    owner = shape_map(scene)[np.ix_(centres, centres)].flatten().astype(np.int64)  # shape index + 1, 0 = none
+    shape_extremes = np.zeros((len(scene.shapes) + 1, len(RELATIONS)), dtype=np.float32)  # row 0: background
+    if len(scene.shapes) > 1:
+        for d, direction in enumerate(RELATIONS):
+            found = extreme([s.centre for s in scene.shapes], direction)
+            if found is not None:
+                shape_extremes[found + 1, d] = 1.0
     names = list(COLOURS)
     colours = torch.zeros(len(COLOURS))
     kinds = torch.zeros(len(KINDS))
@@ -56,6 +67,7 @@ def tower_targets(scene: Scene, grid: int) -> dict[str, torch.Tensor]:
     return {
         "patch_colour": torch.from_numpy(colour_map[np.ix_(centres, centres)].astype(np.int64)).flatten(),
         "patch_kind": torch.from_numpy(kind_map[np.ix_(centres, centres)].astype(np.int64)).flatten(),
+        "patch_extreme": torch.from_numpy(shape_extremes[owner]),
         "colours": colours, "kinds": kinds, "count": torch.tensor(len(scene.shapes) - 1),
     }
 

@@ -118,6 +118,14 @@ def label_maps(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(colour_map), np.asarray(kind_map)
 
 
+def shape_map(scene: Scene) -> np.ndarray:
+    """Per-pixel map (256, 256) uint8: the index + 1 of the shape covering the pixel, 0 for the background."""
+    index_map = Image.new("L", (SIZE, SIZE), 0)
+    for i, shape in enumerate(scene.shapes):
+        _draw(ImageDraw.Draw(index_map), shape, i + 1)
+    return np.asarray(index_map)
+
+
 def _draw(draw: ImageDraw.ImageDraw, shape: Shape, fill: object) -> None:
     x0, y0, x1, y1 = shape.box
     if shape.kind == "circle":

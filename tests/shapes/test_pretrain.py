@@ -7,8 +7,8 @@ import torch
 from omnimamba import OmniMamba, OmniMambaConfig
 from omnimamba.model.vq import VQModel
 from omnimamba.shapes.pretrain import ProbeHeads, Schedule, quantize_st, restart_dead_codes, train_towers, train_vq
-from omnimamba.shapes.scene_batches import scene_item, scene_loader
-from omnimamba.shapes.world import render, sample_scene
+from omnimamba.shapes.scene_batches import scene_item, scene_loader, tower_targets
+from omnimamba.shapes.world import COLOURS, RELATIONS, Scene, Shape, render, sample_scene
 
 CFG = OmniMambaConfig.tiny()
 
@@ -50,7 +50,7 @@ def test_train_towers_state_dicts_load_into_the_model():
     dino, siglip = train_towers(CFG, steps=1, batch_size=4, device="cpu", log=lambda msg: None, report=report)
     model = OmniMamba(CFG)
     model.load_vision_state_dicts(dino, siglip)
-    assert {"dino_patch_colour", "siglip_count", "dino_present"} <= set(report)
+    assert {"dino_patch_colour", "siglip_count", "dino_present", "dino_patch_extreme", "siglip_patch_position"} <= set(report)
     assert all(0.0 <= v <= 1.0 for v in report.values())
 
 
@@ -61,11 +61,30 @@ def test_tower_targets_match_the_scene():
     assert item["patch_colour"].shape == (CFG.vision.num_patches,)
     assert item["colours"].sum() == len({s.colour for s in scene.shapes})
     assert int(item["count"]) == len(scene.shapes) - 1
-    heads = ProbeHeads(16)
+    grid = CFG.vision.image_size // CFG.vision.patch_size
+    heads = ProbeHeads(16, grid)
     batch = {k: v[None] for k, v in item.items()}
     assert heads.loss(torch.randn(1, CFG.vision.num_patches, 16), batch).isfinite()
     assert next(scene_loader(0, 3))["image"].dtype == torch.uint8
     assert render(scene).size == (256, 256)
+
+
+def test_tower_targets_mark_the_clear_extremes_on_their_shapes_patches():
+    # a red square top-left and a blue circle bottom-right: the square is left- and top-most, the circle right-
+    # and bottom-most; the background is neither
+    scene = Scene((Shape("square", "red", (16, 16, 80, 80)), Shape("circle", "blue", (160, 160, 240, 240))),
+                  (240, 240, 240))
+    grid = CFG.vision.image_size // CFG.vision.patch_size
+    targets = tower_targets(scene, grid)
+    extremes, colour = targets["patch_extreme"], targets["patch_colour"]
+    red, blue = list(COLOURS).index("red") + 1, list(COLOURS).index("blue") + 1
+    assert extremes.shape == (grid * grid, len(RELATIONS))
+    assert (colour == red).any() and (colour == blue).any()
+    assert (extremes[colour == red] == torch.tensor([1.0, 0.0, 1.0, 0.0])).all()  # left, right, above, below
+    assert (extremes[colour == blue] == torch.tensor([0.0, 1.0, 0.0, 1.0])).all()
+    assert (extremes[colour == 0] == 0).all()
+    one = tower_targets(Scene(scene.shapes[:1], scene.background), grid)  # one shape: no relation to anything
+    assert (one["patch_extreme"] == 0).all()
 
 
 def test_schedule_warms_up_then_decays():

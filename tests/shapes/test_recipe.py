@@ -10,7 +10,7 @@ from safetensors import safe_open
 from omnimamba.config import OmniMambaConfig
 from omnimamba.engine import Engine
 from omnimamba.shapes.recipe import DONE, IMAGE_DEFAULTS, ShapesRecipe, run
-from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus
+from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus, load_t2i_corpus, save_t2i_corpus
 from omnimamba.train import checkpoints
 from omnimamba.train.records import ChatRecord, TextRecord
 
@@ -38,6 +38,15 @@ def test_the_t2i_corpus_holds_one_code_per_vq_cell():
     assert all(0 <= c < config.image_vocab_size for r in records for c in r.codes)
 
 
+def test_a_saved_t2i_corpus_reads_back_as_the_same_records(tmp_path):
+    from omnimamba.train.records import T2IRecord
+
+    records = [T2IRecord(caption=f"a red circle {i}", where=f"shapes t2i[{i}]", codes=(i, 1023, 0, 7))
+               for i in range(3)]
+    save_t2i_corpus(records, tmp_path / "corpus")
+    assert load_t2i_corpus(tmp_path / "corpus") == records
+
+
 @pytest.mark.slow
 def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     recipe = ShapesRecipe(cpu=True, vq_seconds=1, tower_seconds=1, vq_batch=1, tower_batch=1, t2i_corpus=4,
@@ -46,7 +55,7 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     assert run(recipe, tmp_path, until="stage1-t2i") == tmp_path / "stage1-t2i"
     assert (tmp_path / "stage1-t2i" / DONE).is_file() and not (tmp_path / "stage2").exists()
     shipped = run(recipe, tmp_path)
-    for step in ("init", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
+    for step in ("init", "t2i-corpus", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
         assert (tmp_path / step / DONE).is_file(), step
     with safe_open(str(shipped), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}

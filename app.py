@@ -20,16 +20,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 
+from demo.api import Endpoints, register
 from demo.chat import ChatHandlers, Conversation, input_box
 from demo.compare_one import CompareOneHandlers
-from demo.compare_pairs import ComparePairHandlers
+from demo.compare_pairs import LOAD_LIMIT, ComparePairHandlers
 from demo.format import header_html, set_status
 from demo.gpu import GPU_QUEUE, ZERO_GPU, by_images, by_tokens, gpu_event, gpu_slots, one_pair
-from demo.handlers import NotCopied, beside, user_errors
+from demo.handlers import NotCopied, beside
 from demo.images import ImageHandlers
 from demo.inputs import COMPARE_NEW_TOKENS, DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS, MAX_SEED
 from demo.launch import (EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, model_size, open_engine_or_fallback,
@@ -41,7 +41,6 @@ from omnimamba.engine import MAX_IMAGES_PER_PROMPT, Engine
 
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused by Gradio before they reach a handler
 STYLE = Path(__file__).resolve().parent / "assets" / "style.css"
-LOAD_LIMIT = dict(concurrency_limit=2, concurrency_id="compare_load")  # set loads decode images: two at a time
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")  # served only here, the Compare tab may read Show-o sets by path
 __all__ = ["GPU_QUEUE", "build_demo", "main", "parse_args", "serve", "warm_up"]
 
@@ -276,45 +275,6 @@ def compare_answers_side(ui: CompareOneHandlers, panel: gr.HTML, questions: list
               api_visibility="private", **gpu_event(handler, by_tokens(3)))
 
 
-def api_endpoints(ui: TabHandlers) -> None:
-    """Endpoints for gradio_client with plain inputs (file paths, text, numbers), hidden from the page. The
-    settings' defaults are the official greedy decoding; a seed of -1 draws one (it comes back in the metrics).
-    A Show-o set: /compare_load keeps it in the client's session, then /compare_pair compares one pair a call."""
-    def endpoint(name: str, fn: Callable, inputs: list, outputs: list, gpu: Callable | None = None,
-                 limit: dict | None = None) -> None:
-        listener = gpu_event(fn, gpu) if gpu else dict(fn=user_errors(fn), **(limit or dict(concurrency_limit=None)))
-        gr.Button(name).click(inputs=inputs, outputs=outputs, api_name=name, **listener)
-
-    with gr.Column(visible=False):
-        image, showo_image = (gr.File(file_types=["image"], type="filepath", label=n) for n in ("image", "showo_image"))
-        question, session, prompt, showo_answer = (gr.Textbox(label=n) for n in
-                                                   ("question", "session_id", "prompt", "showo_answer"))
-        # no precision: a non-number (NaN) reaches the handler's check and its message, not Gradio's rounding
-        max_new, count = (gr.Number(value=v, label=n) for v, n in [(DEFAULT_NEW_TOKENS, "max_new_tokens"),
-                                                                    (1, "num_images")])
-        temperature, top_k, top_p, seed, guidance = (gr.Number(value=v, label=n) for v, n in [
-            (1.0, "temperature"), (1, "top_k"), (0.0, "top_p"), (-1, "seed"), (1.0, "guidance_scale")])
-        previews = gr.Checkbox(value=False, label="previews")
-        answer, metrics, record = gr.Textbox(label="answer"), gr.JSON(label="metrics"), gr.JSON(label="record")
-        images, picture = gr.Gallery(format="png", label="images"), gr.Image(format="png", label="picture")
-        sampler = [temperature, top_k, top_p]
-        endpoint("chat", ui.chat.api_chat, [image, question, session, max_new, *sampler, seed],
-                 [answer, metrics, session], by_tokens(3))
-        endpoint("text_to_image", ui.images.api_text_to_image, [prompt, count, seed, *sampler, guidance, previews],
-                 [images, metrics], by_images(1, 6))
-        endpoint("compare_text_to_image", ui.one.api_compare_images, [prompt, seed, showo_image, *sampler, guidance],
-                 [picture, record], by_images(None, 6))
-        endpoint("compare_chat", ui.one.api_compare_answers, [image, question, showo_answer, max_new, *sampler,
-                                                              seed], [answer, record], by_tokens(3))
-        cset = gr.State(CompareSet(), delete_callback=CompareSet.close)
-        showo_files, showo_path = gr.File(file_count="multiple", label="showo_files"), gr.Textbox(label="showo_path")
-        pair, loaded = gr.Number(value=1, label="pair"), gr.JSON(label="loaded")
-        endpoint("compare_load", ui.pairs.api_compare_load, [showo_files, showo_path, cset], [loaded, cset],
-                 limit=LOAD_LIMIT)
-        endpoint("compare_pair", ui.pairs.api_compare_pair, [cset, pair, seed, *sampler, guidance, max_new],
-                 [picture, record, cset], one_pair(guidance=6, tokens=7))
-
-
 def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> gr.Blocks:
     """The whole app around one shared engine. Styling is passed at launch (see `serve`). `server_paths` lets the
     Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server.
@@ -330,7 +290,7 @@ def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> 
                 t2i_tab(ui.images, panel, examples["text_to_image"])
             with gr.Tab("Compare", id="compare"):
                 compare_tab(ui, panel)
-        api_endpoints(ui)
+        register(Endpoints(ui.chat, ui.images, ui.one, ui.pairs))
     return demo
 
 

@@ -19,6 +19,7 @@ from .inputs import (MAX_PROMPT_CHARS, MAX_QUESTION_CHARS, check_guidance, is_wh
                      seeded, text_input, whole_number)
 from .showo_set import CompareSet, PairView, load_showo_set, pair_view, write_set_manifest
 
+LOAD_LIMIT = dict(concurrency_limit=2, concurrency_id="compare_load")  # set loads decode images: two at a time
 NO_CHANGE = 11  # components a pair update sets (see `set_outputs`), skipped while OmniMamba works
 TABLE = 9  # the pair's table among them
 

@@ -101,6 +101,16 @@ def test_chat_streams_text_and_metrics_and_a_follow_up_reuses_the_state(served):
     assert fed == len(pending) + (pending != [EOS_ID]) + turn + outputs[-1][1]["tokens"] - 1
 
 
+def test_the_api_takes_keywords_and_fills_in_the_rest(served):
+    _, client = served
+    answer, metrics, session = client.predict(question="What is it?", max_new_tokens=2, api_name="/chat")
+    assert isinstance(answer, str) and session and metrics["tokens"] <= 2 and metrics["seed"] >= 0
+    assert metrics["backend"] and metrics["done"]
+    names = [p["parameter_name"] for p in client.view_api(print_info=False, return_format="dict")
+             ["named_endpoints"]["/text_to_image"]["parameters"]]
+    assert names == ["prompt", "num_images", "seed", "temperature", "top_k", "top_p", "guidance_scale", "previews"]
+
+
 def test_text_to_image_streams_previews_then_final_pngs(served):
     _, client = served
     outputs = text_to_image(client, num_images=2, seed=7)
@@ -109,7 +119,7 @@ def test_text_to_image_streams_previews_then_final_pngs(served):
     final, metrics = outputs[-1]
     assert len(final) == 2
     for item in final:
-        with Image.open(item["image"]["path"]) as image:
+        with Image.open(item["path"]) as image:
             assert image.size == (64, 64) and image.format == "PNG"
     assert METRIC_FIELDS <= set(metrics) and {"rows_done"} <= set(metrics)
     assert metrics["task"] == "t2i" and metrics["done"] and metrics["tokens"] == 2 * 64 and metrics["seed"] == 7
@@ -118,7 +128,7 @@ def test_text_to_image_streams_previews_then_final_pngs(served):
     again = text_to_image(client, num_images=2, seed=7, previews=False)
     assert [images for images, _ in again if images] == [again[-1][0]], "no previews when they are off"
     for a, b in zip(final, again[-1][0]):
-        assert Image.open(a["image"]["path"]).tobytes() == Image.open(b["image"]["path"]).tobytes()
+        assert Image.open(a["path"]).tobytes() == Image.open(b["path"]).tobytes()
 
 
 def test_a_long_prompt_is_truncated_with_a_note(served):
@@ -143,7 +153,7 @@ def write_png_header(path: Path, width: int, height: int) -> Path:
     (lambda c, tmp: chat(c, seed=1.5), "seed"),
     (lambda c, tmp: chat(c, max_new_tokens=0), "max new tokens"),
     (lambda c, tmp: chat(c, session="no-such-session"), "expired"),
-    (lambda c, tmp: chat(c, image=tmp / "notes.txt"), "Invalid file type"),
+    (lambda c, tmp: chat(c, image=tmp / "notes.txt"), "could not be read as an image"),
     (lambda c, tmp: chat(c, image=tmp / "fake.png"), "could not be read as an image"),
     (lambda c, tmp: chat(c, image=write_png_header(tmp / "bomb.png", 30_000, 30_000)), "too large"),
     (lambda c, tmp: chat(c, image=write_png_header(tmp / "big.png", 8_000, 6_000)), "megapixels"),
@@ -240,11 +250,12 @@ def test_a_page_view_copies_no_weights(engine, monkeypatch):
 def test_gpu_handlers_share_one_queue(engine):
     demo = app.build_demo(engine)
     gpu = {fn.name: fn for fn in demo.fns.values() if fn.concurrency_id == app.GPU_QUEUE}
-    assert {"respond", "images", "api_chat", "api_text_to_image", "compare_images_ui", "compare_answers_ui",
-            "api_compare_images", "api_compare_answers", "make_pair", "make_all", "api_compare_pair"} <= set(gpu)
+    assert {"respond", "images", "chat", "text_to_image", "compare_images_ui", "compare_answers_ui",
+            "compare_text_to_image", "compare_chat", "make_pair", "make_all", "compare_pair"} <= set(gpu)
     assert all(fn.concurrency_limit == "default" for fn in gpu.values())  # the queue's width, set at launch
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert {"chat", "text_to_image"} <= public
+    assert public == {"chat", "text_to_image", "compare_text_to_image", "compare_chat", "compare_load",
+                      "compare_pair"}, "the page's own events stay private"
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -294,22 +305,29 @@ def test_the_api_loads_a_showo_set_and_compares_it_pair_by_pair(served, tmp_path
     _, client = served
     files = write_showo_manifest(tmp_path / "run")
     loaded = client.predict([handle_file(str(f)) for f in files], "", api_name="/compare_load")
+    set_id = loaded["set_id"]
     assert loaded["pairs"] == 2 and [item["task"] for item in loaded["showo"]] == ["t2i", "mmu"]
     assert loaded["showo"][0]["seconds"] == 3.25 and loaded["showo"][0]["image"] == "000.png"
 
-    picture, record = client.predict(1, -1, 1.0, 1, 0.0, 1.0, 8, api_name="/compare_pair")
+    picture, record = client.predict(set_id, 1, -1, 1.0, 1, 0.0, 1.0, 8, api_name="/compare_pair")
     showo, ours = record["showo"], record["omnimamba"]
     assert record["pair"] == 1 and showo["seconds"] == 3.25 and showo["seed"] == 42 and showo["peak_vram_gib"] == 9.5
     assert ours["seed"] == 42 and ours["seconds"] > 0, "the default seed is Show-o's"
     assert ours["resolution"] == 64 and Image.open(file_path(picture)).size == (64, 64)
 
-    picture, record = client.predict(2, 5, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+    picture, record = client.predict(set_id, 2, 5, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
     assert picture is None and record["showo"]["answer"] == "A house." and record["omnimamba"]["answer"]
     assert record["omnimamba"]["seed"] == 5 and record["omnimamba"]["seconds"] > 0 and record["showo"]["seconds"] == 0.8
     assert record["omnimamba"]["image"] == record["showo"]["image"] == "house.png"
 
     with pytest.raises(AppError, match="pair must be a whole number in 1..2"):
-        client.predict(3, -1, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+        client.predict(set_id, 3, -1, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+    with pytest.raises(AppError, match="Unknown or expired set_id"):
+        client.predict("not-a-set", 1, -1, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")
+    # another client's load gets its own set: the first one still answers
+    other = client.predict([handle_file(str(f)) for f in files[:1] + files[1:]], "", api_name="/compare_load")
+    assert other["set_id"] != set_id
+    assert client.predict(set_id, 2, 5, 1.0, 1, 0.0, 1.0, 6, api_name="/compare_pair")[1]["pair"] == 2
     mismatched = write_showo_set(tmp_path / "folder")[1:]  # two images, three prompts
     with pytest.raises(AppError, match="2 images uploaded but prompts.txt has 3 prompts") as error:
         client.predict([handle_file(str(f)) for f in mismatched], "", api_name="/compare_load")

@@ -4,9 +4,9 @@ train_vq: LlamaGen VQ-16 training on rendered scenes: pixel L1 + L2, codebook an
 losses on l2-normalised codes with a straight-through estimator (no GAN or perceptual loss: flat colours);
 codes unused for a while restart at random encoder outputs. Quality: the shapes checker on reconstructions.
 train_towers: DINOv2 / SigLIP towers learn what the MMU path will read from them (the second-to-last block's
-patch tokens): per patch its colour and shape classes, its row and column, and which clear extreme (left-, right-,
-top-, bottom-most) its shape is; per image the colours and shapes present and the count; through small probe heads
-that are thrown away. Stage 1 then freezes the towers, as the paper does.
+patch tokens): per patch its colour and shape classes, per image the colours and shapes present and the count,
+through small probe heads that are thrown away; with `shape_where`, also each patch's row and column and which
+clear extreme (left-, right-, top-, bottom-most) its shape is (otherwise these are only measured). Stage 1 then freezes the towers, as the paper does.
 Both stop at `steps` or after `seconds`, whichever comes first (the cosine schedule follows the earlier).
 """
 from __future__ import annotations
@@ -172,25 +172,31 @@ def _optimizer_step(opt: torch.optim.Optimizer, params, loss: Tensor, lr: float)
 
 # ------------------------------------------------------------------------------------------- towers
 class ProbeHeads(nn.Module):
-    """What one tower's patch tokens must make linearly readable (per patch) or poolable (per image)."""
+    """What one tower's patch tokens must make linearly readable (per patch) or poolable (per image).
+
+    The "where" probes (each patch's row and column, and which clear extreme its shape is) shape the tower only
+    with `shape_where`; otherwise they read detached tokens, a measurement that leaves the tower alone. The
+    shapes model's third run trained the towers with them and its image chat got worse (docs/shapes-model.md)."""
 
     IMAGE = (len(COLOURS), len(KINDS), 3)  # colours present, kinds present, count 1..3
 
-    def __init__(self, dim: int, grid: int):
+    def __init__(self, dim: int, grid: int, shape_where: bool = False):
         super().__init__()
-        # per patch: colour and kind classes (0 = background), extremes (multi-label), row and column classes;
-        # row and column keep where a patch is in the features the projector passes on (left/right questions)
-        self.grid, self.split = grid, (len(COLOURS) + 1, len(KINDS) + 1, len(RELATIONS), grid, grid)
-        self.patch = nn.Linear(dim, sum(self.split))
+        self.grid, self.shape_where = grid, shape_where
+        self.what_split = (len(COLOURS) + 1, len(KINDS) + 1)  # colour and kind classes, 0 = background
+        self.where_split = (len(RELATIONS), grid, grid)  # extremes (multi-label), row and column classes
+        self.patch = nn.Linear(dim, sum(self.what_split))
+        self.where = nn.Linear(dim, sum(self.where_split))
         self.image = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(),
                                    nn.Linear(4 * dim, sum(self.IMAGE)))
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, ...]:
         """tokens (b, n, dim) -> patch colour (b, n, 8), kind (b, n, 4), extremes (b, n, 4), row (b, n, grid),
         column (b, n, grid), colours (b, 7), kinds (b, 3), count (b, 3) logits."""
-        patch = self.patch(tokens).float().split(self.split, dim=-1)
+        what = self.patch(tokens).float().split(self.what_split, dim=-1)
+        where = self.where(tokens if self.shape_where else tokens.detach()).float().split(self.where_split, dim=-1)
         image = self.image(tokens.mean(1)).float().split(self.IMAGE, dim=-1)
-        return (*patch, *image)
+        return (*what, *where, *image)
 
     def positions(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Row and column class of each patch, (b, n) each (patches in raster order)."""
@@ -242,7 +248,8 @@ def tower_tokens(towers: VisionBackbone, batch: dict[str, Tensor]) -> dict[str, 
 
 def train_towers(cfg: OmniMambaConfig, steps: int, batch_size: int, device: str | torch.device = "cuda",
                  log: Log = _log.info, *, lr: float = 1e-3, seconds: float | None = None, seed: int = 0,
-                 num_workers: int | None = None, report: dict | None = None) -> tuple[StateDict, StateDict]:
+                 num_workers: int | None = None, report: dict | None = None, shape_where: bool = False
+                 ) -> tuple[StateDict, StateDict]:
     """Train both towers of `cfg.vision` from scratch; returns (dino, siglip) timm-layout state_dicts (fp32,
     CPU) for `OmniMamba.load_vision_state_dicts`. `report`, if given, receives the probes' accuracy on
     fresh scenes that include the held-out colour-shape combinations."""
@@ -250,8 +257,8 @@ def train_towers(cfg: OmniMambaConfig, steps: int, batch_size: int, device: str 
     torch.manual_seed(seed)
     towers = VisionBackbone(cfg.vision).to(device).train()
     grid = cfg.vision.image_size // cfg.vision.patch_size
-    heads = nn.ModuleDict({"dino": ProbeHeads(towers.dino_featurizer.embed_dim, grid),
-                           "siglip": ProbeHeads(towers.siglip_featurizer.embed_dim, grid)}).to(device)
+    heads = nn.ModuleDict({"dino": ProbeHeads(towers.dino_featurizer.embed_dim, grid, shape_where),
+                           "siglip": ProbeHeads(towers.siglip_featurizer.embed_dim, grid, shape_where)}).to(device)
     params = [*towers.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
     data = scene_loader(seed, batch_size, cfg.vision, num_workers=_workers(num_workers, device))

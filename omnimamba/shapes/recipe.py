@@ -49,6 +49,9 @@ class ShapesRecipe:
     seed: int = 0
     vq_seconds: float = 130.0  # the pre-steps stop at a time budget
     tower_seconds: float = 90.0
+    # the towers also trained on where things are (patch row/column, clear extremes): the third run did, and its
+    # image chat got worse than the second run's without them; off by default (docs/shapes-model.md)
+    tower_where: bool = False
     vq_batch: int = 64
     tower_batch: int = 128
     t2i_corpus: int = 120_000  # text-to-image scenes rendered and VQ-encoded once
@@ -134,7 +137,8 @@ def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device
     if "dino" not in have or "siglip" not in have:
         probes: dict = {}
         have["dino"], have["siglip"] = train_towers(config, 10_000, recipe.tower_batch, device, log.info,
-                                                    seconds=recipe.tower_seconds, seed=recipe.seed, report=probes)
+                                                    seconds=recipe.tower_seconds, seed=recipe.seed, report=probes,
+                                                    shape_where=recipe.tower_where)
         log.info("tower probes on fresh scenes: %s", probes)
         quality = json.loads((folder / "quality.json").read_text()) if (folder / "quality.json").is_file() else {}
         (folder / "quality.json").write_text(json.dumps({**quality, "towers": probes}, indent=2))
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--until", choices=STAGES, default=None, help="stop after this stage (continue later, same --out)")
     p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
     p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
+    p.add_argument("--tower-where", action="store_true", help="train the towers on where things are (the third run)")
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --steps takes four numbers (stage0,stage1-mmu,stage1-t2i,stage2), got {args.steps}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
-                                 t2i_corpus=args.t2i_corpus, num_workers=args.num_workers, seed=args.seed,
+                                 tower_where=args.tower_where, t2i_corpus=args.t2i_corpus, num_workers=args.num_workers, seed=args.seed,
                                  cpu=args.cpu, tokenizer=args.tokenizer)
     result = run(recipe, args.out, args.max_steps, args.until)
     print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from omnimamba import OmniMamba, OmniMambaConfig
@@ -85,6 +86,21 @@ def test_tower_targets_mark_the_clear_extremes_on_their_shapes_patches():
     assert (extremes[colour == 0] == 0).all()
     one = tower_targets(Scene(scene.shapes[:1], scene.background), grid)  # one shape: no relation to anything
     assert (one["patch_extreme"] == 0).all()
+
+
+@pytest.mark.parametrize("shape_where", [False, True])
+def test_where_probes_shape_the_tower_only_when_asked(shape_where):
+    grid = CFG.vision.image_size // CFG.vision.patch_size
+    heads = ProbeHeads(16, grid, shape_where)
+    item = scene_item(sample_scene(np.random.default_rng(1)), CFG.vision)
+    batch = {k: v[None] for k, v in item.items()}
+    tokens = torch.randn(1, CFG.vision.num_patches, 16, requires_grad=True)
+    _, _, extremes, row, column, *_ = heads(tokens)
+    (extremes.sum() + row.sum() + column.sum()).backward()
+    assert (tokens.grad is not None) == shape_where
+    heads.zero_grad(set_to_none=True)
+    heads.loss(tokens, batch).backward()
+    assert heads.where.weight.grad is not None, "the where heads always learn to read the tokens (measured)"
 
 
 def test_schedule_warms_up_then_decays():

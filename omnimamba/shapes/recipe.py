@@ -47,7 +47,7 @@ IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_sca
 @dataclass(frozen=True)
 class ShapesRecipe:
     seed: int = 0
-    vq_seconds: float = 130.0  # the pre-steps stop at a time budget
+    vq_seconds: float = 120.0  # the pre-steps stop at a time budget
     tower_seconds: float = 90.0
     # the towers also trained on where things are (patch row/column, clear extremes): the third run did, and its
     # image chat got worse than the second run's without them; off by default (docs/shapes-model.md)
@@ -56,7 +56,7 @@ class ShapesRecipe:
     tower_batch: int = 128
     t2i_corpus: int = 120_000  # text-to-image scenes rendered and VQ-encoded once
     chat_records: int = 4_000_000  # image chats and text are made on demand: this only bounds the index space
-    steps: tuple[int, int, int, int] = (200, 400, 600, 6000)  # stage0, stage1-mmu, stage1-t2i, stage2
+    steps: tuple[int, int, int, int] = (200, 400, 600, 5600)  # stage0, stage1-mmu, stage1-t2i, stage2
     # text, stage-1 chats, images, stage-2 chats: large, since a step of a model this small is bound by kernel
     # launches, not arithmetic, on a big GPU (four times the first run's batches cost about the same step time)
     batch: tuple[int, int, int, int] = (128, 64, 256, 64)

@@ -258,6 +258,33 @@ def test_gpu_handlers_share_one_queue(engine):
                       "compare_pair"}, "the page's own events stay private"
 
 
+def test_on_zero_gpu_each_api_call_reserves_what_its_arguments_ask_for(engine, monkeypatch):
+    import functools
+
+    from gradio.utils import get_function_params
+
+    asked = []
+
+    class FakeSpaces:  # the `spaces` package's decorator: functools.wraps around the handler, duration(*args)
+        @staticmethod
+        def GPU(duration):
+            def decorate(fn):
+                @functools.wraps(fn)
+                def stream(*args, **kwargs):
+                    asked.append(duration(*args, **kwargs))
+                    yield from fn(*args, **kwargs)
+                return stream
+            return decorate
+
+    monkeypatch.setattr(gpu, "spaces", FakeSpaces)
+    demo = app.build_demo(engine)
+    chat_fn = next(fn for fn in demo.fns.values() if fn.api_name == "chat")
+    outputs = list(chat_fn.fn(None, "Hello", "", 7, 1.0, 1, 0.0, 0))
+    assert asked == [gpu.seconds(tokens=7)] and outputs[-1][1]["done"]
+    params = [name for name, *_ in get_function_params(chat_fn.fn)]  # what gr.api published
+    assert params == ["image", "question", "session_id", "max_new_tokens", "temperature", "top_k", "top_p", "seed"]
+
+
 # ---------------------------------------------------------------------------------------------- command line
 def test_without_weights_the_official_model_fails_fast_with_the_loaders_message(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMNIMAMBA_CACHE": str(tmp_path)}

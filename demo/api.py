@@ -45,10 +45,12 @@ OUTPUT_AGE_S = 3600.0  # image files written for API answers are removed after t
 
 
 class OutputFiles:
-    """PNG files for API answers in one temporary folder; files older than OUTPUT_AGE_S go at each write."""
+    """PNG files for API answers in one temporary folder; files older than OUTPUT_AGE_S go at each write (one
+    writer prunes at a time, and only pruning removes files)."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="omnimamba-api-"))
+        self.lock = threading.Lock()
 
     def png(self, image: Image.Image) -> FileData:
         self.prune()
@@ -58,12 +60,10 @@ class OutputFiles:
 
     def prune(self) -> None:
         old = time.time() - OUTPUT_AGE_S
-        for path in self.folder.glob("*.png"):
-            try:
+        with self.lock:
+            for path in self.folder.glob("*.png"):
                 if path.stat().st_mtime < old:
                     path.unlink()
-            except FileNotFoundError:  # another request pruned it first
-                pass
 
 
 class ApiSets:

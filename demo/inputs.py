@@ -66,6 +66,8 @@ def new_tokens(value: float | None) -> int:
 
 
 def text_input(text: str | None, what: str, limit: int) -> str:
+    if text is not None and not isinstance(text, str):  # the API passes JSON through as it came
+        raise refuse(f"The {what} must be text, got {type(text).__name__}.")
     text = (text or "").strip()
     if not text:
         raise refuse(f"The {what} is empty: type something first.")
@@ -75,7 +77,7 @@ def text_input(text: str | None, what: str, limit: int) -> str:
 
 
 def check_guidance(guidance_scale: float | None) -> float:
-    if guidance_scale is None or not 0.0 <= guidance_scale <= 20.0:
+    if not isinstance(guidance_scale, (int, float)) or not 0.0 <= guidance_scale <= 20.0:
         raise refuse(f"guidance scale must be in [0, 20] (1 = off, the official setting), got {guidance_scale}")
     return float(guidance_scale)
 

@@ -6,7 +6,8 @@ codes unused for a while restart at random encoder outputs. Quality: the shapes 
 train_towers: DINOv2 / SigLIP towers learn what the MMU path will read from them (the second-to-last block's
 patch tokens): per patch its colour and shape classes, per image the colours and shapes present and the count,
 through small probe heads that are thrown away; with `shape_where`, also each patch's row and column and which
-clear extreme (left-, right-, top-, bottom-most) its shape is (otherwise these are only measured). Stage 1 then freezes the towers, as the paper does.
+clear extreme (left-, right-, top-, bottom-most) its shape is (otherwise these are only measured). Stage 1 then
+freezes the towers, as the paper does.
 Both stop at `steps` or after `seconds`, whichever comes first (the cosine schedule follows the earlier).
 """
 from __future__ import annotations

@@ -402,6 +402,18 @@ def test_not_a_number_is_a_message(served, api, data):
     assert "null" not in stream.split("event: error", 1)[1].splitlines()[1], stream
 
 
+@pytest.mark.parametrize("api, data, message", [
+    ("chat", '[null, 5, "", 8, 1.0, 1, 0.0, -1]', "question must be text"),
+    ("text_to_image", '[["a", "list"], 1, 7, 1.0, 1, 0.0, 1.0, false]', "prompt must be text"),
+    ("text_to_image", '["a red cube", 1, 7, 1.0, 1, 0.0, "strong", false]', "guidance scale must be in"),
+    ("chat", '["/etc/passwd", "What is it?", "", 8, 1.0, 1, 0.0, -1]', "handle_file"),
+], ids=["number-question", "list-prompt", "text-guidance", "bare-path"])
+def test_json_of_the_wrong_kind_is_a_message(served, api, data, message):
+    _, client = served
+    stream = raw_call(client, api, data)
+    assert "event: error" in stream and message in stream, stream
+
+
 def test_compare_load_refuses_huge_images_before_decoding_them_and_runs_two_at_a_time(served, engine, tmp_path):
     _, client = served
     files = write_showo_set(tmp_path / "folder")

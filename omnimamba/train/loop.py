@@ -132,7 +132,8 @@ def train_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, sch
         for task, loss in losses.items():
             sums[task] = sums.get(task, 0.0) + loss.detach() / cfg.grad_accum
     progress.step += 1
-    means = {task: accelerator.reduce(v, "mean").item() for task, v in sums.items()}
+    means = {task: accelerator.reduce(v, "mean").item() for task, v in sums.items()}  # the step's one host sync
+    grad_norm = float(grad_norm)
     tokens *= accelerator.num_processes
     seconds = time.perf_counter() - t0
     return {"loss": sum(means.values()), **{f"loss_{t}": v for t, v in means.items()},
@@ -140,13 +141,14 @@ def train_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, sch
             "tokens_per_s": tokens / seconds, "step_s": seconds}
 
 
-def _optimizer_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, scheduler) -> float:
-    """Clip, step and zero when this micro-step closes an accumulation; returns the pre-clip gradient norm."""
-    grad_norm = float("nan")
+def _optimizer_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, scheduler) -> Tensor | float:
+    """Clip, step and zero when this micro-step closes an accumulation; returns the pre-clip gradient norm (a
+    tensor, read after the step, so the optimizer's kernels are queued without waiting for the backward)."""
+    grad_norm: Tensor | float = float("nan")
     if accelerator.sync_gradients:
         if getattr(scheduler, "scheduler", scheduler).last_epoch == 0:  # a fresh run's first step: check grads
             check_gradients(accelerator.unwrap_model(wrapped).model)
-        grad_norm = float(accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip))
+        grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

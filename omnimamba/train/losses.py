@@ -35,10 +35,11 @@ def mmu_image_embeds(model: OmniMamba, batch: MMUBatch) -> Tensor | None:
     if batch.images is None:
         return None
     features = model.image_features(normalize_pixels(batch.images, model.config.vision))  # (k, patches, d) for the k image rows
-    if bool(batch.has_image.all()):
-        return features
-    full = features.new_zeros(batch.has_image.shape[0], *features.shape[1:])
-    return full.index_copy(0, batch.has_image.nonzero().squeeze(1).to(full.device), features)
+    # row r takes image row (number of image rows up to r) - 1, zeroed where r has none: no host sync (a mask's
+    # nonzero() would wait for the GPU at every step)
+    has_image = batch.has_image.to(features.device)
+    which = (torch.cumsum(has_image.long(), 0) - 1).clamp(min=0)
+    return features[which] * has_image[:, None, None].to(features.dtype)
 
 
 def mmu_loss(model: OmniMamba, batch: MMUBatch) -> Tensor:

@@ -101,3 +101,17 @@ def test_the_head_from_a_row_on_is_the_full_head_cut_there(model, builder):
     codes = torch.arange(model.config.num_image_tokens)[None] % model.config.image_vocab_size
     full, cut = model.forward_t2i(prefix, codes), model.forward_t2i(prefix, codes, first_row=prefix.shape[1] - 1)
     assert torch.allclose(cut, full[:, prefix.shape[1] - 1:], atol=1e-5)
+
+
+def test_each_chat_row_gets_its_own_image_block_and_text_only_rows_the_zero_one(model, builder):
+    from omnimamba.model.vision import normalize_pixels
+    from omnimamba.train.losses import mmu_image_embeds
+
+    red, blue = Image.new("RGB", (30, 30), (200, 10, 10)), Image.new("RGB", (30, 30), (10, 10, 200))
+    batch = builder.mmu([ChatRecord(TURNS, None, "a"), ChatRecord(TURNS, red, "b"), ChatRecord(TURNS, None, "c"),
+                         ChatRecord(TURNS, blue, "d")])
+    with torch.no_grad():
+        blocks = mmu_image_embeds(model, batch)
+        features = model.image_features(normalize_pixels(batch.images, model.config.vision))
+    assert torch.equal(blocks[1], features[0]) and torch.equal(blocks[3], features[1])
+    assert not blocks[0].any() and not blocks[2].any()

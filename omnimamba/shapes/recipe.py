@@ -16,6 +16,7 @@ The two stage-1 runs start from stage 0 independently and touch disjoint tensors
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -170,10 +171,10 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: in
 def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, device: torch.device,
                    corpus_folder: Path) -> None:
     """Make the world's records the training data named SOURCE: chats and text on demand, T2I encoded once
-    (kept in `corpus_folder`; encoded again only when the recipe asks for another corpus)."""
+    (kept in `corpus_folder`; encoded again when the recipe asks for another corpus or the VQ is another one)."""
     from ..model.vq import VQModel
 
-    made_for = {"t2i_corpus": recipe.t2i_corpus, "seed": recipe.seed}
+    made_for = {"t2i_corpus": recipe.t2i_corpus, "seed": recipe.seed, "vq": _fingerprint(vq_sd)}
     if _complete(corpus_folder) and json.loads((corpus_folder / DONE).read_text()) == made_for:
         corpus = load_t2i_corpus(corpus_folder)
     else:
@@ -186,6 +187,15 @@ def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, d
                "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config),
                "text": WorldRecords("text", recipe.chat_records, recipe.seed, config)}
     register_source(SOURCE, lambda task, _config: sources[task])
+
+
+def _fingerprint(sd: dict[str, torch.Tensor]) -> str:
+    """A digest of a state_dict's values (which VQ encoded a corpus)."""
+    digest = hashlib.sha256()
+    for key in sorted(sd):
+        digest.update(key.encode())
+        digest.update(sd[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def ship(stage_dir: Path, out_file: Path, recipe: ShapesRecipe) -> Path:
@@ -236,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --steps takes four numbers (stage0,stage1-mmu,stage1-t2i,stage2), got {args.steps}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
-                                 tower_where=args.tower_where, t2i_corpus=args.t2i_corpus, num_workers=args.num_workers, seed=args.seed,
-                                 cpu=args.cpu, tokenizer=args.tokenizer)
+                                 tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
+                                 num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer)
     result = run(recipe, args.out, args.max_steps, args.until)
     print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")
 

@@ -47,6 +47,27 @@ def test_a_saved_t2i_corpus_reads_back_as_the_same_records(tmp_path):
     assert load_t2i_corpus(tmp_path / "corpus") == records
 
 
+def test_a_kept_corpus_is_used_again_only_for_the_same_vq_and_size(tmp_path, monkeypatch):
+    from omnimamba.model.vq import VQModel
+    from omnimamba.shapes import recipe as shapes_recipe
+
+    config, encoded = OmniMambaConfig.shapes(), []
+    real = shapes_recipe.encode_t2i_corpus
+    monkeypatch.setattr(shapes_recipe, "encode_t2i_corpus",
+                        lambda *a, **k: encoded.append(a[1]) or real(*a, **{**k, "batch_size": 2, "num_workers": 0}))
+    recipe = ShapesRecipe(cpu=True, t2i_corpus=2, num_workers=0)
+    vq_sd = {k: v.clone() for k, v in VQModel(config.vq).state_dict().items()}
+    folder = tmp_path / "t2i-corpus"
+    shapes_recipe.register_world(recipe, config, vq_sd, torch.device("cpu"), folder)
+    shapes_recipe.register_world(recipe, config, vq_sd, torch.device("cpu"), folder)
+    assert encoded == [2], "the second time reads the kept corpus"
+    other_vq = {k: v + 1.0 if v.is_floating_point() else v for k, v in vq_sd.items()}
+    shapes_recipe.register_world(recipe, config, other_vq, torch.device("cpu"), folder)
+    shapes_recipe.register_world(ShapesRecipe(cpu=True, t2i_corpus=3, num_workers=0), config, other_vq,
+                                 torch.device("cpu"), folder)
+    assert encoded == [2, 2, 3]
+
+
 @pytest.mark.slow
 def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     recipe = ShapesRecipe(cpu=True, vq_seconds=1, tower_seconds=1, vq_batch=1, tower_batch=1, t2i_corpus=4,

@@ -80,6 +80,14 @@ def causal_conv_backward(xBC: Tensor, weight: Tensor, bias: Tensor, context: Ten
 if triton is not None:
 
     @triton.jit
+    def _rms_norm_bwd_row(v, dn, w, N, eps):
+        """One row of n = RMSNorm(v) * w backwards (fp32 vectors, masked lanes 0): (dv, the row's share of dw)."""
+        rstd = 1.0 / tl.sqrt(tl.sum(v * v, axis=0) / N + eps)
+        vhat = v * rstd
+        dvhat = dn * w
+        return rstd * (dvhat - vhat * (tl.sum(dvhat * vhat, axis=0) / N)), dn * vhat
+
+    @triton.jit
     def _add_rms_norm_bwd_kernel(h_ptr, rin_ptr, w_ptr, dn_ptr, dr_ptr, dh_ptr, drin_ptr, dw_ptr, M, N, eps,
                                  rows_per_program, HAS_RIN: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
@@ -92,12 +100,9 @@ if triton is not None:
             r = tl.load(h_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
             if HAS_RIN:
                 r += tl.load(rin_ptr + row * N + offs, mask=mask, other=0.0)
-            rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / N + eps)
-            xhat = r * rstd
             dn = tl.load(dn_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
-            dw += dn * xhat
-            dxhat = dn * w
-            dr = rstd * (dxhat - xhat * (tl.sum(dxhat * xhat, axis=0) / N))
+            dr, dw_row = _rms_norm_bwd_row(r, dn, w, N, eps)
+            dw += dw_row
             dr += tl.load(dr_ptr + row * N + offs, mask=mask, other=0.0)
             tl.store(dh_ptr + row * N + offs, dr.to(dh_ptr.dtype.element_ty), mask=mask)
             if HAS_RIN:
@@ -118,12 +123,9 @@ if triton is not None:
             y = tl.load(y_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
             sz = tl.sigmoid(z)
             g = y * z * sz
-            rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / N + eps)
-            ghat = g * rstd
             do = tl.load(do_ptr + row * N + offs, mask=mask, other=0.0).to(tl.float32)
-            dw += do * ghat
-            dghat = do * w
-            dg = rstd * (dghat - ghat * (tl.sum(dghat * ghat, axis=0) / N))
+            dg, dw_row = _rms_norm_bwd_row(g, do, w, N, eps)
+            dw += dw_row
             tl.store(dy_ptr + row * N + offs, (dg * z * sz).to(dy_ptr.dtype.element_ty), mask=mask)
             dz = dg * y * sz * (1.0 + z * (1.0 - sz))  # d SiLU(z) / dz = s (1 + z (1 - s))
             tl.store(dz_ptr + row * N + offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)

@@ -164,7 +164,7 @@ class Endpoints:
         if showo_files is not None and not isinstance(showo_files, list):
             raise refuse("showo_files must be a list of files sent with handle_file(path)")
         paths = [file_path(f, "each of showo_files") for f in showo_files or []]
-        loaded, cset = self.pairs.api_compare_load([p for p in paths if p], showo_path, CompareSet())
+        loaded, cset = self.pairs.api_compare_load([p for p in paths if p], showo_path)
         return {"set_id": self.sets.add(cset), **loaded}
 
     def compare_pair(self, set_id: str = "", pair: float = 1, seed: float = -1, temperature: float = 1.0,
@@ -173,7 +173,7 @@ class Endpoints:
         """OmniMamba's side of pair number `pair` (1 = the first) of a loaded set: (its image, or None for an
         image-chat pair; both sides' record). A seed of -1 is the pair's default (Show-o's seed, else its index)."""
         cset = self.sets.get(set_id)
-        for image, record, _ in self.pairs.api_compare_pair(cset, pair, seed, temperature, top_k, top_p,
+        for image, record in self.pairs.api_compare_pair(cset, pair, seed, temperature, top_k, top_p,
                                                             guidance_scale, max_new_tokens):
             yield (FileData(path=image, mime_type="image/png") if image else None), record
 

@@ -125,23 +125,21 @@ class ComparePairHandlers(Handlers):
             open_image(showo.image)  # the chat's checks (and messages)
         return answer_item(tap or self.engine, showo.image, question, params, new_tokens(max_new_tokens))
 
-    def api_compare_load(self, files: list[str] | None, path: str | None, cset: CompareSet
-                         ) -> tuple[dict, CompareSet]:
-        """(the loaded Show-o items, this client session's set): /compare_pair then makes OmniMamba's side."""
+    def api_compare_load(self, files: list[str] | None, path: str | None) -> tuple[dict, CompareSet]:
+        """(the loaded Show-o items, the new set): /compare_pair then makes OmniMamba's side of one pair a call."""
         loaded = load_showo_set(files, path, self.server_paths)
-        cset.close()
         return {"pairs": len(loaded.showo), "source": loaded.source,
                 "showo": [item_record(item) for item in loaded.showo]}, loaded
 
     def api_compare_pair(self, cset: CompareSet, pair: float, seed: float | None, temperature: float, top_k: float,
                          top_p: float, guidance_scale: float, max_new_tokens: float
-                         ) -> Iterator[tuple[str | None, dict, CompareSet]]:
-        """(OmniMamba's image or None, both sides' record, the set) for pair number `pair` (1 = the first) of the
-        set /compare_load loaded; a seed of -1 (or empty) is the pair's default (Show-o's seed, else its index)."""
+                         ) -> Iterator[tuple[str | None, dict]]:
+        """(OmniMamba's image or None, both sides' record) for pair number `pair` (1 = the first) of a loaded set;
+        a seed of -1 (or empty) is the pair's default (Show-o's seed, else its index)."""
         pair_view(cset, 0)  # a set is loaded
         index = whole_number(pair, "pair", 1, len(cset.showo)) - 1
         default = seed is None or (is_whole(seed) and seed < 0)
         params = seeded(cset.default_seed(index) if default else seed, temperature, top_k, top_p)
         ours = cset.ours[index] = self.make_side(cset, index, params, guidance_scale, max_new_tokens)
         yield ours.image if ours.task == "t2i" else None, {"pair": index + 1, **manifest_record(
-            cset.showo[index], ours)}, cset
+            cset.showo[index], ours)}

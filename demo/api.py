@@ -42,18 +42,21 @@ from .showo_set import CompareSet
 MAX_SETS = 16  # Show-o sets the API holds at once (the least recently used one goes first)
 SET_IDLE_S = 3600.0
 OUTPUT_AGE_S = 3600.0  # image files written for API answers are removed after this (Gradio serves its own copy)
+PRUNE_EVERY_S = 60.0
 
 
 class OutputFiles:
-    """PNG files for API answers in one temporary folder; files older than OUTPUT_AGE_S go at each write (one
-    writer prunes at a time, and only pruning removes files)."""
+    """PNG files for API answers in one temporary folder; files older than OUTPUT_AGE_S go, looked for at most
+    once a PRUNE_EVERY_S (a stream of previews writes many files; one writer prunes at a time)."""
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="omnimamba-api-"))
         self.lock = threading.Lock()
+        self.pruned_at = time.monotonic()
 
     def png(self, image: Image.Image) -> FileData:
-        self.prune()
+        if time.monotonic() - self.pruned_at > PRUNE_EVERY_S:
+            self.prune()
         path = self.folder / f"{secrets.token_hex(8)}.png"
         image.save(path)
         return FileData(path=str(path), mime_type="image/png")
@@ -61,6 +64,7 @@ class OutputFiles:
     def prune(self) -> None:
         old = time.time() - OUTPUT_AGE_S
         with self.lock:
+            self.pruned_at = time.monotonic()
             for path in self.folder.glob("*.png"):
                 if path.stat().st_mtime < old:
                     path.unlink()

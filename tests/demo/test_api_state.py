@@ -40,11 +40,15 @@ def test_an_idle_set_expires(monkeypatch, tmp_path):
     assert not tmp_path.exists()
 
 
-def test_answer_files_are_pngs_and_old_ones_are_pruned():
+def test_answer_files_are_pngs_and_old_ones_are_pruned(monkeypatch):
     files = api.OutputFiles()
     old = files.png(Image.new("RGB", (4, 4), "red"))
     stale = time.time() - api.OUTPUT_AGE_S - 10
     os.utime(old.path, (stale, stale))
+    files.png(Image.new("RGB", (4, 4), "green"))
+    assert os.path.exists(old.path), "not looked for again within PRUNE_EVERY_S"
+    now = time.monotonic()
+    monkeypatch.setattr(api.time, "monotonic", lambda: now + api.PRUNE_EVERY_S + 1)
     new = files.png(Image.new("RGB", (4, 4), "blue"))
     assert Image.open(new.path).format == "PNG" and not os.path.exists(old.path)
 

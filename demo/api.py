@@ -167,8 +167,8 @@ class Endpoints:
         its items and the set_id that /compare_pair takes."""
         if showo_files is not None and not isinstance(showo_files, list):
             raise refuse("showo_files must be a list of files sent with handle_file(path)")
-        paths = [file_path(f, "each of showo_files") for f in showo_files or []]
-        loaded, cset = self.pairs.api_compare_load([p for p in paths if p], showo_path)
+        paths = [path for f in showo_files or [] if (path := file_path(f, "each of showo_files"))]
+        loaded, cset = self.pairs.api_compare_load(paths, showo_path)
         return {"set_id": self.sets.add(cset), **loaded}
 
     def compare_pair(self, set_id: str = "", pair: float = 1, seed: float = -1, temperature: float = 1.0,

@@ -50,9 +50,6 @@ class ImageDefaults:
         SamplingParams(self.temperature, self.top_k, self.top_p)  # the same checks as a request's settings
         check_number("guidance_scale", self.guidance_scale, 0.0, 20.0, "(1 = off)")
 
-    def sampling(self, seed: int | None = None) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, seed)
-
     @classmethod
     def from_json(cls, text: str) -> "ImageDefaults":
         """From a checkpoint's metadata; a ValueError names what is wrong."""

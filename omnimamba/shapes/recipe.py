@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,13 @@ from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
 from .pretrain import train_towers, train_vq, vq_quality
-from .sources import WorldRecords, encode_t2i_corpus, load_t2i_corpus, save_t2i_corpus
+from .sources import WorldRecords, encode_t2i_corpus
 
 log = logging.getLogger(__name__)
 SOURCE = "shapes"  # the TrainConfig data name of the world's records
 DONE = "done.json"  # written when a step has finished
 TEXT_STAGE = ("blocks", "norm_f", "text_embedding")  # stage 0: the backbone as a plain Mamba-2 LM
+SHARD_SIZE = 16_384  # T2I corpus rows per shard: few enough shards that a reader keeps them all open
 STAGES = ("stage0-text", "stage1-mmu", "stage1-t2i", "stage2")
 # what the shipped file suggests for text to image (docs/shapes-model.md, Quality): full sampling with guidance;
 # greedy decoding draws the background alone
@@ -171,18 +173,22 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: in
 def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, device: torch.device,
                    corpus_folder: Path) -> None:
     """Make the world's records the training data named SOURCE: chats and text on demand, T2I encoded once
-    (kept in `corpus_folder`; encoded again when the recipe asks for another corpus or the VQ is another one)."""
+    (kept in `corpus_folder` as a prepared folder; encoded again when the recipe asks for another corpus or the VQ
+    is another one)."""
     from ..model.vq import VQModel
+    from ..train.prepare import INDEX, CodeShards, write_prepared
 
-    made_for = {"t2i_corpus": recipe.t2i_corpus, "seed": recipe.seed, "vq": _fingerprint(vq_sd)}
-    if _complete(corpus_folder) and json.loads((corpus_folder / DONE).read_text()) == made_for:
-        corpus = load_t2i_corpus(corpus_folder)
-    else:
+    made_for = json.dumps({"t2i_corpus": recipe.t2i_corpus, "seed": recipe.seed, "vq": _fingerprint(vq_sd)})
+    corpus = CodeShards(corpus_folder, config) if (corpus_folder / INDEX).is_file() else None
+    if corpus is None or corpus.fingerprint != made_for:
         vq = VQModel(config.vq)
         vq.load_state_dict(vq_sd, strict=True)
-        corpus = encode_t2i_corpus(vq, recipe.t2i_corpus, recipe.seed, device, num_workers=recipe.num_workers)
-        save_t2i_corpus(corpus, corpus_folder)
-        (corpus_folder / DONE).write_text(json.dumps(made_for))
+        records = encode_t2i_corpus(vq, recipe.t2i_corpus, recipe.seed, device, num_workers=recipe.num_workers)
+        shutil.rmtree(corpus_folder, ignore_errors=True)  # an earlier corpus may have had more shards
+        write_prepared(corpus_folder, torch.tensor([list(r.codes) for r in records]), [r.caption for r in records],
+                       made_for, config, source=f"shapes world, seed {recipe.seed}",
+                       shard_size=SHARD_SIZE)
+        corpus = CodeShards(corpus_folder, config)
     sources = {"t2i": corpus,
                "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config),
                "text": WorldRecords("text", recipe.chat_records, recipe.seed, config)}

@@ -3,18 +3,15 @@
 Image chats and stage-0 text are made on demand by the data-loader workers (rendering a scene costs about a
 millisecond), so a source can be as long as a run needs without holding images in memory. Text to image needs
 VQ codes: `encode_t2i_corpus` renders a fixed corpus once, in worker processes, and encodes it with the trained
-VQ on the training device; `save_t2i_corpus` / `load_t2i_corpus` keep it in the run folder, so a continued run
-does not encode it again.
+VQ on the training device (the recipe keeps it in the run folder in `prepare`'s format).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import OmniMambaConfig
@@ -88,21 +85,3 @@ def encode_t2i_corpus(vq: VQModel, length: int, seed: int, device: torch.device,
                     for i, (c, k) in enumerate(zip(captions, codes))]
     return records
 
-
-def save_t2i_corpus(records: list[T2IRecord], folder: Path) -> None:
-    """codes.safetensors ((n, cells) int16/int32) and captions.json, in record order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    codes = torch.tensor([list(r.codes) for r in records], dtype=torch.int32)
-    small = codes.numel() == 0 or int(codes.max()) < 2**15
-    save_file({"codes": codes.to(torch.int16) if small else codes}, str(folder / "codes.safetensors"))
-    (folder / "captions.json").write_text(json.dumps([r.caption for r in records]))
-
-
-def load_t2i_corpus(folder: Path) -> list[T2IRecord]:
-    codes = load_file(str(folder / "codes.safetensors"))["codes"].long().tolist()
-    captions = json.loads((folder / "captions.json").read_text())
-    if len(codes) != len(captions):
-        raise ValueError(f"{folder}: {len(codes)} code rows but {len(captions)} captions; delete the folder to "
-                         f"encode the corpus again")
-    return [T2IRecord(caption=c, where=f"shapes t2i[{i}]", codes=tuple(k))
-            for i, (c, k) in enumerate(zip(captions, codes))]

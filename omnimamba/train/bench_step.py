@@ -12,8 +12,9 @@ FLOPs per step (stated so the MFU can be checked):
     2 x (tower parameters that run) x patches                   for the towers (frozen, forward only)
 where every token passes 48 x (in_proj + out_proj), plus project_in (image tokens), caption_embed (prefix
 tokens) or the projector (image patches); only the rows with a loss pass their task head (the training forward
-skips the head on the caption's and the image block's rows). The SSD scan, the convolution and the norms are not counted (a few % of the matmul FLOPs), nor is
-the LoRA (0.6%). Peak: H200 bf16 dense 989 TFLOP/s (override with --peak-tflops).
+skips the head on the caption's and the image block's rows). The SSD scan, the convolution and the norms are not
+counted (a few % of the matmul FLOPs), nor is the LoRA (0.6%). Peak: H200 bf16 dense 989 TFLOP/s (override with
+--peak-tflops).
 """
 from __future__ import annotations
 

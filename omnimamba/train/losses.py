@@ -34,7 +34,8 @@ def mmu_image_embeds(model: OmniMamba, batch: MMUBatch) -> Tensor | None:
     has an image (the model then uses its zero block)."""
     if batch.images is None:
         return None
-    features = model.image_features(normalize_pixels(batch.images, model.config.vision))  # (k, patches, d) for the k image rows
+    # (k, patches, d) for the k image rows
+    features = model.image_features(normalize_pixels(batch.images, model.config.vision))
     # row r takes image row (number of image rows up to r) - 1, zeroed where r has none: no host sync (a mask's
     # nonzero() would wait for the GPU at every step)
     has_image = batch.has_image.to(features.device)

@@ -56,8 +56,23 @@ def prepare_t2i(jsonl: str | os.PathLike, out_dir: str | os.PathLike, model: Omn
             if not done[k]:
                 codes = _encode(records[start:stop], vq, config.image_size, batch_size, num_workers, bar)
                 _write_shard(out / _shard_name(k), codes, [r.caption for r in records[start:stop]], fingerprint)
-    _write_index(out, fingerprint, ranges, config, Path(jsonl))
+    _write_index(out, fingerprint, ranges, config, str(Path(jsonl).resolve()))
     log.info("prepared %d text-to-image samples in %d shards under %s", len(records), len(ranges), out)
+    return out
+
+
+def write_prepared(out_dir: str | os.PathLike, codes: torch.Tensor, captions: list[str], fingerprint: str,
+                   config: OmniMambaConfig, source: str, shard_size: int = 1024) -> Path:
+    """Codes encoded elsewhere, (n, image tokens) with their n captions -> a prepared folder (what `prepare_t2i`
+    writes and CodeShards reads); the index, written last, marks it complete."""
+    if len(codes) != len(captions):
+        raise ValueError(f"{len(codes)} code rows for {len(captions)} captions")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ranges = [(s, min(s + shard_size, len(captions))) for s in range(0, len(captions), shard_size)]
+    for k, (start, stop) in enumerate(ranges):
+        _write_shard(out / _shard_name(k), codes[start:stop].to(torch.int32), captions[start:stop], fingerprint)
+    _write_index(out, fingerprint, ranges, config, source)
     return out
 
 
@@ -129,8 +144,8 @@ def _write_shard(path: Path, codes: torch.Tensor, captions: list[str], fingerpri
 
 
 def _write_index(out: Path, fingerprint: str, ranges: list[tuple[int, int]], config: OmniMambaConfig,
-                 source: Path) -> None:
-    index = {"format": FORMAT, "fingerprint": fingerprint, "source": str(source.resolve()),
+                 source: str) -> None:
+    index = {"format": FORMAT, "fingerprint": fingerprint, "source": source,
              "num_samples": ranges[-1][1] if ranges else 0, "image_tokens": config.num_image_tokens,
              "codebook_size": config.image_vocab_size, "image_size": config.image_size,
              "shards": [{"file": _shard_name(k), "num_samples": stop - start} for k, (start, stop) in enumerate(ranges)]}
@@ -155,6 +170,7 @@ class CodeShards(Sequence):
             raise DataError(f"{self.folder}: codes for {index['image_tokens']} tokens from a {index['codebook_size']}"
                             f"-code VQ; this model uses {config.num_image_tokens} from {config.image_vocab_size}; "
                             f"prepare the data again with this model")
+        self.fingerprint = index.get("fingerprint")  # what the folder was made from (prepare's or its writer's)
         self.files = [self.folder / s["file"] for s in index["shards"]]
         self.starts = [0]
         for s in index["shards"]:

@@ -9,9 +9,11 @@ from safetensors import safe_open
 
 from omnimamba.config import OmniMambaConfig
 from omnimamba.engine import Engine
+from omnimamba.sampling import SamplingParams
 from omnimamba.shapes.recipe import DONE, IMAGE_DEFAULTS, ShapesRecipe, run
-from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus, load_t2i_corpus, save_t2i_corpus
+from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus
 from omnimamba.train import checkpoints
+from omnimamba.train.prepare import CodeShards
 from omnimamba.train.records import ChatRecord, TextRecord
 
 
@@ -36,15 +38,6 @@ def test_the_t2i_corpus_holds_one_code_per_vq_cell():
                                 num_workers=0)
     assert len(records) == 3 and all(len(r.codes) == config.num_image_tokens for r in records)
     assert all(0 <= c < config.image_vocab_size for r in records for c in r.codes)
-
-
-def test_a_saved_t2i_corpus_reads_back_as_the_same_records(tmp_path):
-    from omnimamba.train.records import T2IRecord
-
-    records = [T2IRecord(caption=f"a red circle {i}", where=f"shapes t2i[{i}]", codes=(i, 1023, 0, 7))
-               for i in range(3)]
-    save_t2i_corpus(records, tmp_path / "corpus")
-    assert load_t2i_corpus(tmp_path / "corpus") == records
 
 
 def test_a_kept_corpus_is_used_again_only_for_the_same_vq_and_size(tmp_path, monkeypatch):
@@ -76,8 +69,9 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     assert run(recipe, tmp_path, until="stage1-t2i") == tmp_path / "stage1-t2i"
     assert (tmp_path / "stage1-t2i" / DONE).is_file() and not (tmp_path / "stage2").exists()
     shipped = run(recipe, tmp_path)
-    for step in ("init", "t2i-corpus", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
+    for step in ("init", "stage0-text", "stage1-mmu", "stage1-t2i", "stage2"):
         assert (tmp_path / step / DONE).is_file(), step
+    assert len(CodeShards(tmp_path / "t2i-corpus", OmniMambaConfig.shapes())) == 4, "the corpus is kept"
     with safe_open(str(shipped), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
         assert json.loads(f.metadata()["recipe"])["steps"] == [1, 1, 1, 1]
@@ -85,6 +79,8 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     model = checkpoints.load_trained(shipped, "cpu", torch.float32)  # strict: every key
     assert model.config == OmniMambaConfig.shapes()
     engine = Engine.load(str(shipped), device="cpu", offline=True)  # the app's and the CLI's loader
-    assert engine.image_defaults == IMAGE_DEFAULTS and not engine.image_defaults.sampling().greedy
+    defaults = engine.image_defaults
+    assert defaults == IMAGE_DEFAULTS
+    assert not SamplingParams(defaults.temperature, defaults.top_k, defaults.top_p).greedy
     # a second run finds every step done and only ships again
     assert run(recipe, tmp_path) == shipped

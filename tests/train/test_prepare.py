@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from omnimamba.train import prepare
 from omnimamba.train.data import open_source
-from omnimamba.train.prepare import CodeShards, prepare_t2i
+from omnimamba.train.prepare import CodeShards, prepare_t2i, write_prepared
 from omnimamba.train.records import DataError, t2i_pixels
 from omnimamba.train.synthetic import scene_image
 
@@ -84,3 +84,15 @@ def test_shards_cross_into_worker_processes(jsonl, tmp_path, tiny_model):
     shards = CodeShards(prepare_t2i(jsonl, tmp_path / "out", tiny_model, shard_size=4))
     before = shards[1]
     assert pickle.loads(pickle.dumps(shards))[1] == before  # open handles are not pickled; reopened on use
+
+
+def test_codes_encoded_elsewhere_are_written_as_a_prepared_folder(tmp_path):
+    from omnimamba import OmniMambaConfig
+
+    config = OmniMambaConfig.tiny()
+    codes = torch.randint(0, config.image_vocab_size, (5, config.num_image_tokens))
+    captions = [f"caption {i}" for i in range(5)]
+    write_prepared(tmp_path / "out", codes, captions, "made-for-test", config, source="test", shard_size=2)
+    shards = CodeShards(tmp_path / "out", config)
+    assert len(shards) == 5 and shards.fingerprint == "made-for-test" and len(shards.files) == 3
+    assert [(r.caption, r.codes) for r in shards] == [(c, tuple(k.tolist())) for c, k in zip(captions, codes)]

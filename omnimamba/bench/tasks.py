@@ -12,7 +12,8 @@ Those are the comparable parts: stock has no image head, VQ decoder or vision to
 Also: the step graph alone (replays, no loop) against the bandwidth floor, one layer's kernels, the prefill
 without graphs and in pure PyTorch. Random weights (timing does not depend on values).
 
-    python -m omnimamba.bench.tasks --out DIR        (writes DIR/tasks.json)
+    python -m omnimamba.bench.tasks --out DIR                 (writes DIR/tasks.json)
+    python -m omnimamba.bench.tasks --out DIR --decode-only   (the decode step's variants alone: DIR/decode.json)
 """
 from __future__ import annotations
 
@@ -157,11 +158,11 @@ def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") 
     zx = F.linear(hidden, weight)
     ssm_args = (zx, state.conv, mixer.conv_weight, mixer.conv1d.bias, state.ssm, mixer.dt_bias, mixer.A_log,
                 mixer.D, cfg.d_inner, cfg.d_state, cfg.headdim)
-    g = kernels.ssm_step(*ssm_args)
+    g = kernels.ssm_step(*ssm_args, gemv=gemv)
     return {
         "norm + in_proj": graph_us(lambda: kernels.norm_linear(hidden, residual, residual_out, layer.norm.weight,
                                                                weight, 1e-5, gemv=gemv)),
-        "ssm step": graph_us(lambda: kernels.ssm_step(*ssm_args)),
+        "ssm step": graph_us(lambda: kernels.ssm_step(*ssm_args, gemv=gemv)),
         "gated norm + out_proj": graph_us(lambda: kernels.gated_norm_linear(
             g, mixer.norm.weight, mixer.out_proj.weight, 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state, gemv)),
         "whole layer": graph_us(lambda: layer.step(hidden, residual, residual_out, task_name, state, gemv)),
@@ -173,7 +174,7 @@ def decode_variants(model) -> dict:
     out = {}
     saved = model.mamba.decode_gemv
     try:
-        for mode in ("fused", "cublas"):
+        for mode in ("fused", "fused-serial", "cublas"):
             model.mamba.decode_gemv = mode
             runner = ModelRunner(model)
             out[mode] = {name: replay_ms_per_step(runner, key) for name, (key, _) in SHAPES.items()}
@@ -221,10 +222,27 @@ def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat1
     return result
 
 
+def decode_only(out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """The step graph in each decode mode and one layer's kernels, against the bandwidth floor (a minute)."""
+    dev = torch.device("cuda")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = random_model(OmniMambaConfig.official(), dev, dtype).merge_lora(release_unmerged=True)
+    result = {**environment(dev), "dtype": str(dtype)}
+    result["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+    result["floor_ms"] = {t: gb / result["copy_gbs"] * 1000 for t, gb in result["step_gb"].items()}
+    result["decode_variants"] = decode_variants(model)
+    (out_dir / "decode.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for tasks.json")
     parser.add_argument("--no-baseline", action="store_true", help="skip stock mamba-ssm")
+    parser.add_argument("--decode-only", action="store_true", help="only the decode step's variants")
     args = parser.parse_args()
-    run(args.out, baseline=not args.no_baseline)
+    if args.decode_only:
+        print(json.dumps(decode_only(args.out), indent=1))
+    else:
+        run(args.out, baseline=not args.no_baseline)

@@ -81,6 +81,6 @@ class Mamba2Mixer(nn.Module):
         """One token after in_proj (fused with the block's norm, see Block.step): zxbcdt (b, d_in_proj) ->
         (b, d_model), updating `state` in place."""
         g = kernels.ssm_step(zxbcdt, state.conv, self.conv_weight, self.conv1d.bias, state.ssm, self.dt_bias,
-                             self.A_log, self.D, self.d_inner, self.d_state, self.headdim)  # (b, d_inner) fp32
+                             self.A_log, self.D, self.d_inner, self.d_state, self.headdim, gemv)  # (b, d_inner) fp32
         return kernels.gated_norm_linear(g, self.norm.weight, self.out_proj.weight, self.norm.eps, zxbcdt,
                                          state.conv, self.d_inner, self.d_state, gemv)

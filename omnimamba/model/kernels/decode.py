@@ -5,15 +5,25 @@
   * `gated_norm_linear`  RMSNorm of the gated output + out_proj, and the shift of the B/C conv lanes.
 
 How the step multiplies by its weights (16-bit weights on CUDA) is the caller's `gemv` argument:
-  "fused":  our Triton matrix-vector kernels with the norm folded in: 3 kernels per layer
+  "fused":  our Triton matrix-vector kernels with the norm folded in: 3 kernels per layer; on Hopper and
+            later each starts before the previous one ends (programmatic dependent launch, below)
+  "fused-serial": the same kernels, each starting after the previous one ends (the comparison point)
   "cublas": norm kernels + cuBLAS GEMV: 5 kernels per layer
   "auto":   fused for one row (1.42 vs 1.85 ms/token on H100), cuBLAS from two rows on (the fused kernel
             re-reads its weight tile per row: 2.11 vs 1.94 ms at 2 rows, 5.0 vs 2.5 ms at 8)
 fp32 weights (the official numerics) always use cuBLAS. Each falls back to its twin in `ssd.py`.
+
+Programmatic dependent launch (PDL): a batch-1 step is ~150 short kernels, and between two of them the GPU
+drains one and ramps the next up with its memory pipes idle. With PDL a kernel is launched while its
+predecessor still runs; it loads what no earlier kernel of the step writes (its weights; the layer's own
+states, last written by the previous step) and then waits (`gdc_wait`) for the predecessor to finish before it
+reads its input or writes anything. Every write happens after that wait, so the order of effects is the
+serial one; only the weight reads move earlier.
 None has a backward: each refuses to run where autograd records (`autograd.refuse_grad`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -22,18 +32,39 @@ from torch import Tensor
 
 from ..ssd import gated_norm_linear_ref, norm_linear_ref, ssm_step_ref
 from .autograd import refuse_grad
-from .dispatch import tl, triton, use_triton
+from .dispatch import interpreting, tl, triton, use_triton
 from .sequence import _add_rms_norm_kernel
 
-Gemv = Literal["auto", "fused", "cublas"]
-GEMV_MODES: tuple[str, ...] = ("auto", "fused", "cublas")
+try:  # grid dependency control, for programmatic dependent launch (Triton >= 3.3)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except Exception:  # no Triton, or an older one: every kernel waits for the previous one to end
+    gdc_launch_dependents = gdc_wait = None
+
+Gemv = Literal["auto", "fused", "fused-serial", "cublas"]
+GEMV_MODES: tuple[str, ...] = ("auto", "fused", "fused-serial", "cublas")
 
 
 def _fused_gemv(x: Tensor, weight: Tensor, gemv: Gemv) -> bool:
     if gemv not in GEMV_MODES:
         raise ValueError(f"gemv mode {gemv!r} is not one of {GEMV_MODES}")
-    wanted = gemv == "fused" or (gemv == "auto" and x.shape[0] == 1)
+    wanted = gemv in ("fused", "fused-serial") or (gemv == "auto" and x.shape[0] == 1)
     return wanted and use_triton(x) and weight.dtype in (torch.bfloat16, torch.float16)
+
+
+def overlaps(x: Tensor, gemv: Gemv) -> bool:
+    """Our decode kernels for `x` start before their predecessor ends (PDL, above): on Hopper or later, except
+    in the two modes kept as they were ("fused-serial", "cublas")."""
+    return (gemv in ("auto", "fused") and gdc_wait is not None and x.is_cuda and not interpreting()
+            and _has_pdl(x.device))
+
+
+def _launch(pdl: bool) -> dict:
+    return {"launch_pdl": True} if pdl else {}
+
+
+@functools.cache
+def _has_pdl(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9  # Hopper (sm_90) and later
 
 
 def _gemv_rows(k: int) -> int:
@@ -56,12 +87,12 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
         assert hidden.stride(-1) == 1 and weight.is_contiguous() and k == triton.next_power_of_2(k)
         n = weight.shape[0]
         out = torch.empty(b, n, device=hidden.device, dtype=out_dtype)
-        rows = _gemv_rows(k)
+        rows, pdl = _gemv_rows(k), overlaps(hidden, gemv)
         _norm_gemv_kernel[(triton.cdiv(n, rows),)](
             hidden, residual_in if residual_in is not None else hidden,
             residual_out if residual_out is not None else hidden, norm_weight, weight, out, b, n,
             hidden.stride(0), eps, K=k, HAS_RIN=residual_in is not None, WRITE_ROUT=residual_out is not None,
-            BLOCK_N=rows, num_warps=8)
+            BLOCK_N=rows, PDL=pdl, num_warps=8, **_launch(pdl))
         return out
     if use_triton(hidden):
         normed = torch.empty_like(hidden)
@@ -74,12 +105,14 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
 
 
 def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
-             dt_bias: Tensor, A_log: Tensor, D: Tensor, d_inner: int, d_state: int, headdim: int) -> Tensor:
+             dt_bias: Tensor, A_log: Tensor, D: Tensor, d_inner: int, d_state: int, headdim: int,
+             gemv: Gemv = "auto") -> Tensor:
     """One decode step of the mixer core for zxbcdt (b, d_in_proj) = [z | x | B | C | dt].
 
     Updates ssm_state (b, h, p, n) fp32 and the x lanes of conv_state (b, c, w) in place. The B and C lanes
     are read by every head, so their shift is left to `gated_norm_linear`, which runs after all heads are done.
-    Returns g = (S @ C + D x) * SiLU(z), (b, d_inner) fp32, before the output norm.
+    Returns g = (S @ C + D x) * SiLU(z), (b, d_inner) fp32, before the output norm. `gemv` is the layer's
+    mode: with the fused kernels this one overlaps its predecessor too.
     """
     refuse_grad("ssm_step (decode)", zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D)
     if use_triton(zxbcdt):
@@ -89,10 +122,11 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
         g = torch.empty(b, d_inner, device=zxbcdt.device, dtype=torch.float32)
         block_p = min(headdim, 16)
         grid = (b, nheads, headdim // block_p)
+        pdl = overlaps(zxbcdt, gemv)
         _ssm_step_kernel[grid](zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D, g,
                                zxbcdt.stride(0), conv_state.stride(0), ssm_state.stride(0),
                                D_INNER=d_inner, NSTATE=d_state, HEADDIM=headdim, WIDTH=conv_state.shape[-1],
-                               BLOCK_P=block_p)
+                               BLOCK_P=block_p, PDL=pdl, **_launch(pdl))
         return g
     return ssm_step_ref(zxbcdt, conv_state, conv_weight, conv_bias, ssm_state, dt_bias, A_log, D,
                         d_inner, d_state, headdim)
@@ -108,10 +142,10 @@ def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float
     if _fused_gemv(g, weight, gemv):
         n = weight.shape[0]
         out = torch.empty(b, n, device=g.device, dtype=weight.dtype)
-        rows = _gemv_rows(d_inner)
+        rows, pdl = _gemv_rows(d_inner), overlaps(g, gemv)
         _gated_gemv_kernel[(triton.cdiv(n, rows),)](g, norm_weight, weight, out, zxbcdt, conv_state, b, n, eps,
                                                      zxbcdt.stride(0), conv_state.stride(0), BLOCK_N=rows,
-                                                     num_warps=8, **common)
+                                                     PDL=pdl, num_warps=8, **common, **_launch(pdl))
         return out
     if use_triton(g):
         normed = torch.empty(g.shape, device=g.device, dtype=weight.dtype)
@@ -148,7 +182,7 @@ if triton is not None:
     def _ssm_step_kernel(zx_ptr, cs_ptr, cw_ptr, cb_ptr, ss_ptr, dt_bias_ptr, A_log_ptr, D_ptr, g_ptr,
                          stride_zx, stride_cs, stride_ss,
                          D_INNER: tl.constexpr, NSTATE: tl.constexpr, HEADDIM: tl.constexpr,
-                         WIDTH: tl.constexpr, BLOCK_P: tl.constexpr):
+                         WIDTH: tl.constexpr, BLOCK_P: tl.constexpr, PDL: tl.constexpr):
         b, h, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         zx = zx_ptr + b * stride_zx  # row: z [0, D) | x [D, 2D) | B | C | dt
         cs = cs_ptr + b * stride_cs  # (conv_dim, WIDTH), conv lane c <-> zx lane D + c
@@ -156,6 +190,12 @@ if triton is not None:
         p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
         ch_x = h * HEADDIM + p
         n = tl.arange(0, NSTATE)
+        # the layer's SSM state: only this kernel writes it, in the previous step, so it is read before the wait
+        s_ptrs = ss_ptr + b * stride_ss + h * HEADDIM * NSTATE + p[:, None] * NSTATE + n[None, :]
+        S = tl.load(s_ptrs)
+        if PDL:
+            gdc_launch_dependents()
+            gdc_wait()  # zx comes from the kernel before
         # conv: B and C lanes are shared by all heads (read-only here); this program owns lanes ch_x
         x_new = tl.load(zx + D_INNER + ch_x)
         xc = _conv4(cs, cw_ptr, cb_ptr, ch_x, x_new.to(tl.float32))
@@ -169,8 +209,7 @@ if triton is not None:
         dt = tl.load(zx + 2 * D_INNER + 2 * NSTATE + h).to(tl.float32) + tl.load(dt_bias_ptr + h).to(tl.float32)
         dt = tl.where(dt <= 20.0, tl.log(1.0 + tl.exp(dt)), dt)
         decay = tl.exp(-dt * tl.exp(tl.load(A_log_ptr + h).to(tl.float32)))
-        s_ptrs = ss_ptr + b * stride_ss + h * HEADDIM * NSTATE + p[:, None] * NSTATE + n[None, :]
-        S = tl.load(s_ptrs) * decay + (dt * x)[:, None] * Bv[None, :]  # (BLOCK_P, NSTATE)
+        S = S * decay + (dt * x)[:, None] * Bv[None, :]  # (BLOCK_P, NSTATE)
         tl.store(s_ptrs, S)
         y = tl.sum(S * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x
         z = tl.load(zx + ch_x).to(tl.float32)
@@ -196,7 +235,8 @@ if triton is not None:
 
     @triton.jit
     def _norm_gemv_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, out_ptr, B, N, stride_h, eps,
-                          K: tl.constexpr, HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, BLOCK_N: tl.constexpr):
+                          K: tl.constexpr, HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, BLOCK_N: tl.constexpr,
+                          PDL: tl.constexpr):
         """Each program: BLOCK_N full rows of the weight, loaded once, times every batch row's normed input."""
         pid = tl.program_id(0)
         rk = tl.arange(0, K)
@@ -204,6 +244,9 @@ if triton is not None:
         nmask = rn < N
         w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, K)
         nw = tl.load(nw_ptr + rk).to(tl.float32)
+        if PDL:  # the weights are in flight; the input comes from the kernel before
+            gdc_launch_dependents()
+            gdc_wait()
         for b in range(0, B):
             r = tl.load(h_ptr + b * stride_h + rk).to(tl.float32)
             if HAS_RIN:
@@ -218,13 +261,17 @@ if triton is not None:
 
     @triton.jit
     def _gated_gemv_kernel(g_ptr, nw_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx, stride_cs,
-                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK_N: tl.constexpr):
+                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK_N: tl.constexpr,
+                           PDL: tl.constexpr):
         pid = tl.program_id(0)
         rk = tl.arange(0, D_INNER)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = rn < N
         w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None], other=0.0)
         nw = tl.load(nw_ptr + rk).to(tl.float32)
+        if PDL:  # as in _norm_gemv_kernel
+            gdc_launch_dependents()
+            gdc_wait()
         for b in range(0, B):
             g = tl.load(g_ptr + b * D_INNER + rk)
             rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)

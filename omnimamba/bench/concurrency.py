@@ -2,8 +2,11 @@
 and off, for the issue-15 goals (N one-image requests within 2x one alone; chat decoding at 8 users >= 5x
 batch 1; p95 time to first token with 8 users chatting).
 
-    python -m omnimamba.bench.concurrency [--model tiny-random|hustvl/OmniMamba] [--users 1 8 16]
+    python -m omnimamba.bench.concurrency [--model random-1.3b|tiny-random|hustvl/OmniMamba] [--users 1 8 16]
         [--task image|chat] [--max-new-tokens 128] [--out results.json]
+
+`random-1.3b`: the official configuration with random weights in bf16 on the GPU (the speed of the real
+model, no download; the answers are noise, so chats run to --max-new-tokens).
 """
 from __future__ import annotations
 
@@ -12,8 +15,22 @@ import json
 import threading
 import time
 
+import torch
+
+from ..config import OmniMambaConfig
 from ..engine import Engine
+from ..model.init import random_model
 from ..sampling import SamplingParams
+from ..tokenizer import OmniTokenizer
+
+RANDOM_1P3B = "random-1.3b"
+
+
+def load(model: str, batching: bool) -> Engine:
+    if model == RANDOM_1P3B:
+        net = random_model(OmniMambaConfig.official(), "cuda", torch.bfloat16)
+        return Engine(net, OmniTokenizer.from_file(None), label="random 1.3B", batching=batching)
+    return Engine.load(model, batching=batching)
 
 
 def one(engine: Engine, task: str, i: int, max_new_tokens: int) -> dict:
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     rows = []
     for batching in (True, False):
-        engine = Engine.load(args.model, batching=batching)
+        engine = load(args.model, batching)
         for task in args.task:
             run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
             for users in args.users:

@@ -181,12 +181,30 @@ def _transformer_case(model, ids: torch.Tensor, mode: str, new_tokens: int, case
         case.ms_per_token = 1000 * timed(lambda: [next_token() for _ in range(n)], device) / n
         case.peak_gib = peak_gib(device)
         return
-    # a static cache makes transformers compile the decode step itself (mode "reduce-overhead": CUDA graphs)
-    kwargs = dict(do_sample=False, pad_token_id=0, cache_implementation="static" if mode == "static+compile" else None)
-    generate = lambda n: model.generate(ids, max_new_tokens=n, min_new_tokens=n, **kwargs)  # noqa: E731
+    # a static cache makes transformers compile the decode step itself (mode "reduce-overhead": CUDA graphs).
+    # One cache of one length serves every call of the case: a cache sized per call (prompt + n) would give
+    # T(1) and T(N) two lengths, so two compiles, and past dynamo's recompile limit an uncompiled step.
+    cache = static_cache(model, ids.shape[1] + new_tokens) if mode == "static+compile" else None
+
+    def generate(n: int):
+        if cache is not None:
+            cache.reset()
+        return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
+                              past_key_values=cache)
     # each shape's untimed call compiles (static cache: once per cache length) and plans cuBLAS
     t = generation_timing(generate, new_tokens, repeats(ids.shape[1]), device)
     case.ttft_s, case.ms_per_token, case.peak_gib = t["first_token_s"], t["decode_ms"], t["peak_gib"]
+
+
+def static_cache(model, max_cache_len: int):
+    """transformers' StaticCache of `max_cache_len` positions (its constructor changed in transformers 5)."""
+    from transformers import StaticCache
+
+    try:
+        return StaticCache(config=model.config, max_cache_len=max_cache_len)
+    except TypeError:  # transformers 4.x
+        return StaticCache(config=model.config, max_batch_size=1, max_cache_len=max_cache_len,
+                           device=model.device, dtype=model.dtype)
 
 
 # ------------------------------------------------------------------------------------------- report

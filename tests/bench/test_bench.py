@@ -36,3 +36,23 @@ def test_bench_cli_says_it_needs_a_gpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         main(["bench", "--long-context"])
+
+
+def test_the_static_cache_case_reuses_one_cache_and_decodes_what_the_dynamic_cache_does():
+    """The compiled Transformer's case keeps one cache length for its T(1) and T(N) calls (one compile per
+    length on a GPU); its tokens are the model's own (the same as with the default dynamic cache)."""
+    import torch
+    from omnimamba.bench.long_context import Case, _transformer_case, phi_model, static_cache
+
+    model = phi_model(torch.device("cpu"), torch.float32, 128, num_hidden_layers=2, hidden_size=64,
+                      intermediate_size=128, num_attention_heads=4, vocab_size=1000)
+    ids = torch.randint(0, 1000, (1, 40), generator=torch.Generator().manual_seed(0))
+    case = Case("Transformer", "static+compile", 40)
+    _transformer_case(model, ids, "static+compile", 6, case)
+    assert case.status == "ok" and case.ms_per_token > 0
+    cache = static_cache(model, 46)
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    first = model.generate(ids, past_key_values=cache, **kw)
+    cache.reset()
+    assert torch.equal(model.generate(ids, past_key_values=cache, **kw), first)
+    assert torch.equal(model.generate(ids, **kw), first)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,8 @@ class BatchGraph:
         self.guided = torch.zeros(n, 1, dtype=torch.bool, device=dev)
         self.noise = torch.ones(n, vocab, device=dev)
         self.graphs: dict[tuple[Layout, bool], StaticGraph] = {}
+        # where a step's tokens land on the host: pinned, so the copy is queued behind the step without a wait
+        self.host_tokens = torch.zeros(n, dtype=torch.long, pin_memory=dev.type == "cuda")
 
     def layouts(self) -> list[Layout]:
         return [Layout(b, p) for b in BUCKETS for p in ((False, True) if self.task == "t2i" else (False,))]
@@ -124,6 +127,23 @@ class BatchGraph:
             graph()
         else:
             self._step(layout, sampling)
+
+    def tokens_after_step(self, size: int) -> Callable[[], list[int]]:
+        """Queue the copy of the first `size` slots' tokens to the host, behind the step just launched; the
+        returned function waits for it (releasing the interpreter while it waits) and gives the tokens. Rows
+        that change place after this call do not change what it returns."""
+        if self.token.device.type != "cuda":
+            tokens = self.token[:size].tolist()
+            return lambda: tokens
+        host = self.host_tokens[:size]
+        host.copy_(self.token[:size], non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def read() -> list[int]:
+            done.synchronize()
+            return host.tolist()
+        return read
 
     # ----- rows in and out (between steps) -----
     @torch.no_grad()

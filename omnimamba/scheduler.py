@@ -4,6 +4,9 @@
                 -> one batched step per loop turn, tokens sent to each request's queue -> leaves when done,
                    stopped (cancel), or failed; its slot is free at the next step.
 
+Each turn reads the step launched in the previous turn and launches the next before it hands out the tokens,
+so the GPU is never idle while Python works (`_turn`).
+
 Chats and text-to-image run in two batches (different heads and position tables), stepped in turn. A chat's
 prompt has any length, so every request prefills alone and then joins; a text-to-image request prefills its
 caption once (and the unconditional one when guided) and its images take one slot each. Other device work
@@ -37,10 +40,11 @@ MAX_WAITING = 64  # requests beyond this many waiting are refused at once ("busy
 
 @dataclass
 class Message:
-    kind: str  # "tokens" (chat: one token; images: the new column), "end", "error"
-    tokens: list[int] = field(default_factory=list)
+    kind: str  # "tokens", "end", "error"
+    tokens: list[int] = field(default_factory=list)  # a chat's new token
     stop_reason: str | None = None
     error: BaseException | None = None
+    columns: list[list[int]] = field(default_factory=list)  # images: the new columns (one token per image each)
 
 
 @dataclass(eq=False)
@@ -77,6 +81,17 @@ class ImageJob(Job):
     prefix: Tensor | None = None  # (1, 72) caption ids
     uncond: Tensor | None = None  # (1, 72) the unconditional caption when guided
     guidance_scale: float = 1.0
+    # columns are sent after the first token, every `report_every` tokens and at the end: the consumer only looks
+    # then, and a message per step per request costs the serving thread a wake-up of every consumer each step
+    report_every: int = 1
+    unsent: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class InFlight:
+    """A launched step: who held which slot when it was launched, and how to read its tokens."""
+    holders: list[tuple[Job, int, int]]  # (job, its sequence, slot)
+    read: Callable[[], list[int]]
 
 
 @dataclass
@@ -84,6 +99,7 @@ class Batch:
     graph: BatchGraph
     layout: Layout | None = None
     slots: list[tuple[Job, int] | None] = field(default_factory=list)  # (job, its sequence) per slot
+    in_flight: InFlight | None = None
 
     def members(self) -> list[Job]:
         return list(dict.fromkeys(entry[0] for entry in self.slots if entry is not None))
@@ -169,7 +185,7 @@ class Scheduler:
                     job.finish(Message("error", error=EngineError(f"the request failed in the scheduler: {exc}")))
                 self.waiting = []
                 for batch in self.batches.values():
-                    batch.layout, batch.slots = None, []
+                    batch.layout, batch.slots, batch.in_flight = None, [], None
 
     def _capture_prefills(self) -> None:
         """Record the prefill graphs requests use (chat pieces of every power-of-two size, the caption prefill
@@ -186,13 +202,23 @@ class Scheduler:
             log.exception("recording the prefill graphs ahead failed")
 
     def _turn(self) -> None:
-        busy = any(b.used() for b in self.batches.values())
+        """Admit what waits, then per batch: read the step in flight, let finished and cancelled requests go,
+        launch the next step; only then hand out the tokens. So the GPU computes step t + 1 while this thread
+        and the requests' consumers deal with step t (all of it Python, sharing one interpreter)."""
+        busy = any(b.used() or b.in_flight for b in self.batches.values())
         self._drain(block=not busy and not self.waiting)
         self._admit()
-        for task, batch in self.batches.items():
-            self._drop_cancelled(batch)
-            if batch.used():
-                self._step(task, batch)
+        outbox: list[tuple[Job, Message]] = []
+        try:
+            for task, batch in self.batches.items():
+                if batch.in_flight is not None:
+                    self._collect(task, batch, outbox)
+                self._drop_cancelled(batch, outbox)
+                if batch.used():
+                    self._launch(task, batch, outbox)
+        finally:
+            for job, message in outbox:
+                job.out.put(message) if message.kind == "tokens" else job.finish(message)
 
     def _drain(self, block: bool) -> None:
         item = self.inbox.get() if block else None
@@ -270,7 +296,7 @@ class Scheduler:
                                    knob(job.params.top_k, torch.long), knob(job.params.top_p), noise)
         first = tokens.tolist()
         job.produced = [[t] for t in first]
-        job.out.put(Message("tokens", first))
+        job.out.put(Message("tokens", columns=[first]))
         return graph.state, [0] * n, [1 if guided else None] * n, tokens, int(graph.position)
 
     def _join(self, batch: Batch, job: Job, source: InferenceState, rows: list[int], uncond_rows: list,
@@ -301,13 +327,13 @@ class Scheduler:
             job.slots[i] = d
         batch.layout = new
 
-    def _leave(self, batch: Batch, job: Job, reason: str | None) -> None:
+    def _leave(self, batch: Batch, job: Job, reason: str | None, outbox: list[tuple[Job, Message]]) -> None:
         if isinstance(job, ChatJob) and job.state is not None:
             batch.graph.take(batch.layout, job.slots[0], job.state)
             job.state.seqlen = job.seqlen + len(job.produced[0]) - 1
         for slot in job.slots:
             batch.slots[slot] = None
-        job.finish(Message("end", stop_reason=reason))
+        outbox.append((job, Message("end", stop_reason=reason)))
         members = batch.members()
         if not members:
             batch.layout, batch.slots = None, []
@@ -317,39 +343,59 @@ class Scheduler:
         if size < batch.layout.size or pairs != batch.layout.pairs:
             self._relayout(batch, Layout(size, pairs))
 
-    def _drop_cancelled(self, batch: Batch) -> None:
+    def _drop_cancelled(self, batch: Batch, outbox: list[tuple[Job, Message]]) -> None:
         for job in batch.members():
             if job.cancel.is_set():
-                self._leave(batch, job, "cancelled")
+                self._leave(batch, job, "cancelled", outbox)
 
-    def _step(self, task: str, batch: Batch) -> None:
+    def _launch(self, task: str, batch: Batch, outbox: list[tuple[Job, Message]]) -> None:
+        """Start one step of the batch without waiting for it; `_collect` reads its tokens next turn."""
         try:
             layout = batch.layout
             sampling = [(s, e[0].generators[e[1]]) for s, e in enumerate(batch.slots)
                         if e is not None and not e[0].params.greedy]
             batch.graph.refresh_noise(sampling)
             batch.graph.step(layout, bool(sampling))
-            tokens = batch.graph.token[:layout.size].tolist()
+            holders = [(e[0], e[1], s) for s, e in enumerate(batch.slots) if e is not None]
+            batch.in_flight = InFlight(holders, batch.graph.tokens_after_step(layout.size))
             self.stats["steps"] += 1
             self.stats["widest"] = max(self.stats["widest"], batch.used())
         except BaseException as exc:  # noqa: BLE001 - every request of the batch fails; the worker goes on
-            log.exception("batched %s step failed", task)
-            for job in batch.members():
-                job.finish(Message("error", error=_user_error(exc)))
-            batch.layout, batch.slots = None, []
+            self._fail_batch(task, batch, exc, outbox)
+
+    def _collect(self, task: str, batch: Batch, outbox: list[tuple[Job, Message]]) -> None:
+        """The tokens of the step in flight to their requests (by the slots they held at its launch: rows may
+        have moved since); the requests it finished leave the batch."""
+        flight, batch.in_flight = batch.in_flight, None
+        try:
+            tokens = flight.read()
+        except BaseException as exc:  # noqa: BLE001 - as in _launch
+            self._fail_batch(task, batch, exc, outbox)
             return
-        columns = [(job, [tokens[s] for s in job.slots]) for job in batch.members()]  # before anyone leaves
-        for job, column in columns:
-            for seq, token in zip(job.produced, column):
-                seq.append(token)
+        columns: dict[Job, list[int]] = {}
+        for job, seq, slot in flight.holders:
+            columns.setdefault(job, [0] * job.width)[seq] = tokens[slot]
+        for job, column in columns.items():
+            for produced, token in zip(job.produced, column):
+                produced.append(token)
             if isinstance(job, ChatJob):
                 reason = self._stop_reason(job, column[0])
-                job.out.put(Message("tokens", column, reason))
+                outbox.append((job, Message("tokens", column, reason)))
             else:
-                reason = "done" if len(job.produced[0]) == self.model.config.num_image_tokens else None
-                job.out.put(Message("tokens", column))
+                n = len(job.produced[0])
+                reason = "done" if n == self.model.config.num_image_tokens else None
+                job.unsent.append(column)
+                if reason is not None or n % job.report_every == 0:
+                    outbox.append((job, Message("tokens", columns=job.unsent)))
+                    job.unsent = []
             if reason is not None:
-                self._leave(batch, job, reason)
+                self._leave(batch, job, reason, outbox)
+
+    def _fail_batch(self, task: str, batch: Batch, exc: BaseException, outbox: list[tuple[Job, Message]]) -> None:
+        log.error("batched %s step failed", task, exc_info=exc)
+        error = _user_error(exc)
+        outbox.extend((job, Message("error", error=error)) for job in batch.members())
+        batch.layout, batch.slots, batch.in_flight = None, [], None
 
     @staticmethod
     def _stop_reason(job: ChatJob, token: int) -> str | None:

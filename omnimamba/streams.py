@@ -86,13 +86,14 @@ def batched_images(scheduler: Scheduler, prefix: Tensor, uncond: Tensor | None, 
     (after the first token, every `report_every`, and done), with the tokens on the CPU."""
     guided = uncond is not None and guidance_scale != 1.0
     job = ImageJob(params, generators, prefix=prefix[:1], uncond=uncond[:1] if guided else None,
-                   guidance_scale=guidance_scale if guided else 1.0)
+                   guidance_scale=guidance_scale if guided else 1.0,
+                   report_every=report_every or scheduler.model.config.num_image_tokens)
     total = scheduler.model.config.num_image_tokens
     columns: list[list[int]] = []
     messages = token_messages(scheduler, job)
     try:
         for message in messages:
-            columns.append(message.tokens)
+            columns.extend(message.columns)
             k = len(columns)
             if k == 1 or (report_every and k % report_every == 0 and k < total):
                 yield ImageStep(torch.tensor(columns).T, done=False)

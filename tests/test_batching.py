@@ -1,6 +1,7 @@
 """Continuous batching: a request's output does not depend on its neighbours (exactly, on the CPU in fp32),
 requests join and leave between steps, a stopped one frees its slot, and failures reach only their request."""
 import copy
+import math
 import threading
 
 import numpy as np
@@ -91,6 +92,53 @@ def test_a_follow_up_in_a_batched_engine_continues_the_chat_like_the_locked_one(
         texts = [list(engine.chat(session, q, SamplingParams(), 5))[-1].text for q in ("Hello", "And then?")]
         answers.append((texts, engine.sessions[session].history))
     assert answers[0] == answers[1]
+
+
+def test_image_progress_reaches_the_consumer_at_the_same_points_in_fewer_messages(engines, monkeypatch):
+    """Batched images stream the events the locked engine gives (first token, every preview, done), while the
+    serving thread sends a request a message only at those points, not one per step."""
+    from omnimamba import scheduler as scheduler_module
+    alone, batched = engines
+    sent, real = [], scheduler_module.Message
+
+    def counting(*args, **kwargs):
+        message = real(*args, **kwargs)
+        if message.columns:
+            sent.append(len(message.columns))
+        return message
+    monkeypatch.setattr(scheduler_module, "Message", counting)
+    params = SamplingParams(top_k=0, seed=4)
+    locked = [e.rows_done for e in alone.text_to_image("a cube", 1, params, preview_every=16)]
+    events = list(batched.text_to_image("a cube", 1, params, preview_every=16))
+    assert [e.rows_done for e in events] == locked and events[-1].done
+    total = batched.model.config.num_image_tokens
+    assert sum(sent) == total and sent[0] == 1 and len(sent) == 1 + math.ceil(total / 16)
+
+
+def test_the_next_step_is_launched_before_the_tokens_of_the_last_one_are_handed_out(engines, monkeypatch):
+    """The serving thread overlaps its Python work with the GPU: step t + 1 starts before step t's tokens go
+    to their request (the answer is unchanged, see the tests above)."""
+    import queue
+    from omnimamba import scheduler as scheduler_module
+    _, batched = engines
+    log, real_step, real_put = [], BatchGraph.step, queue.Queue.put
+
+    def step(self, *args, **kwargs):
+        log.append("step")
+        return real_step(self, *args, **kwargs)
+
+    def put(self, item, *args, **kwargs):
+        if isinstance(item, scheduler_module.Message) and item.kind == "tokens":
+            log.append("tokens")
+        return real_put(self, item, *args, **kwargs)
+    monkeypatch.setattr(BatchGraph, "step", step)
+    monkeypatch.setattr(queue.Queue, "put", put)
+    events = list(batched.chat(batched.new_session(None), "Hi", SamplingParams(), 6))
+    assert len(events) == 6 and log[0] == "tokens"  # the prefill's token, before any batched step
+    handed = [i for i, entry in enumerate(log) if entry == "tokens"][1:]
+    for k, position in enumerate(handed[:-1], start=1):  # step k's tokens: step k + 1 is already running
+        assert log[:position].count("step") == k + 1, log
+    assert log.count("step") == 5  # and nothing runs past the answer's end
 
 
 def test_a_stopped_request_frees_its_slot_and_the_others_go_on(engines):

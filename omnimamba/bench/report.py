@@ -1,7 +1,8 @@
 """Markdown tables from the JSON files a benchmark run wrote, for docs/benchmarks.md and the README: every
 figure in the docs comes from here, none typed by hand. Parts that are missing or failed show as such.
 
-    python -m omnimamba.bench.report DIR      (DIR holds tasks.json, long_context.json, start.json, suite.json)
+    python -m omnimamba.bench.report DIR      (DIR holds tasks.json, long_context.json, start.json, suite.json;
+                                               gemv.json and concurrency.json when those benchmarks wrote there)
 """
 from __future__ import annotations
 
@@ -131,6 +132,8 @@ def long_context_tables(lc: dict) -> str:
     out = [f"{lc['new_tokens']} new tokens after a random prompt of L tokens; repeats per length "
            f"{lc.get('repeats')}; static+compile measured at {lc.get('compile_lengths') or 'every length'}.", "",
            markdown_table(cases)]
+    for mode, note in lc.get("replaced", {}).items():
+        out.append(f"\n{mode}: {note}")
     for n in lc["lengths"]:
         om = next((c for c in cases if c.model == "OmniMamba" and c.length == n), None)
         tf = next((c for c in cases if c.mode == "static+compile" and c.length == n), None)
@@ -192,6 +195,30 @@ def readme_table(t: dict | None, lc: dict | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def gemv_table(g: dict, top: int = 6) -> str:
+    """bench/gemv.py: the fastest matrix-vector kernels per shape, weights cold, against the copy bandwidth."""
+    out = [f"Weights cold ({g['layers']} different matrices back to back in one CUDA graph); copy bandwidth "
+           f"{g['copy_gbs']:.0f} GB/s (read + write) in the same run.", ""]
+    for name, shape in g["shapes"].items():
+        rows = [r for r in shape["rows"] if "us" in r]
+        keep = rows[:top] + [r for r in rows[top:] if r["kernel"].startswith("cublas")]
+        out += [f"| {name} ({shape['n']} x {shape['k']}, {shape['mb']} MB) | µs | GB/s | share of copy |",
+                "| --- | --- | --- | --- |"]
+        out += [f"| {r['kernel']} | {r['us']:.2f} | {r['gbs']:.0f} | {r['share_of_copy']:.0%} |" for r in keep]
+        out.append("")
+    return "\n".join(out)
+
+
+def concurrency_table(rows: list[dict]) -> str:
+    """bench/concurrency.py: N threads, one request each, one engine, batching on and off."""
+    out = ["| task | users | engine | wall s | tokens/s | slowest request s | p95 time to first token s |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["users"], not r["batching"])):
+        out.append(f"| {r['task']} | {r['users']} | {'batching' if r['batching'] else 'one at a time'} | "
+                   f"{r['wall_s']:.3f} | {r['tokens_per_s']:.0f} | {r['latency_max_s']:.3f} | {r['ttft_p95_s']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
 def render(folder: Path) -> str:
     t, lc, st, suite = (load(folder, n) for n in ("tasks.json", "long_context.json", "start.json", "suite.json"))
     parts = [f"# Benchmark run ({folder.name})", "", header(t, lc)]
@@ -202,6 +229,11 @@ def render(folder: Path) -> str:
     parts += ["## Long context", "", long_context_tables(lc) if lc and "cases" in lc else "not measured\n"]
     parts += ["## Start-up", "", start_table(st) if st else "not measured\n"]
     parts += ["## For the README", "", readme_table(t, lc)]
+    gemv, conc = load(folder, "gemv.json"), load(folder, "concurrency.json")
+    if gemv:
+        parts += ["## Matrix-vector kernels (bench/gemv.py)", "", gemv_table(gemv)]
+    if conc:
+        parts += ["## Concurrent requests, one engine (bench/concurrency.py)", "", concurrency_table(conc)]
     return "\n".join(parts)
 
 

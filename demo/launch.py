@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--batching", choices=("auto", "on", "off"), default=env("OMNIMAMBA_BATCHING") or "auto",
                    help="step concurrent requests together in one decode batch (auto: on, except on ZeroGPU; "
                         "env OMNIMAMBA_BATCHING)")
+    p.add_argument("--int8-decode", action="store_true", default=env("OMNIMAMBA_INT8_DECODE", "") not in ("", "0"),
+                   help="decode with 8-bit copies of the weights (env OMNIMAMBA_INT8_DECODE=1)")
     p.add_argument("--queue-size", type=int, default=int(env("OMNIMAMBA_QUEUE_SIZE") or QUEUE_SIZE),
                    help="requests that may wait for the GPU before new ones are refused")
     args = p.parse_args(argv)
@@ -117,7 +119,7 @@ def open_engine_or_fallback(args: argparse.Namespace) -> tuple[Engine, "ModelCho
 
     try:
         return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline,
-                           batching)
+                           batching, args.int8_decode)
     except AssetUnavailable as exc:
         if (args.model or AUTO) != AUTO:
             raise

@@ -50,19 +50,22 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--tokenizer", default=None, help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy")
     p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
+    p.add_argument("--int8-decode", action="store_true",
+                   help="decode with 8-bit copies of the weights (faster on a GPU, small logit error; docs/benchmarks.md)")
 
 
 def open_engine(model: str | None, revision: str | None = None, device: str | None = None,
                 dtype: str | None = None, tokenizer: str | None = None, offline: bool = False,
-                batching: bool = False) -> tuple["Engine", "ModelChoice"]:
+                batching: bool = False, int8_decode: bool = False) -> tuple["Engine", "ModelChoice"]:
     """The engine for a model name as the app and every command resolve it (hub.choose_model), and the choice
-    (its notice says when it is not the official model). batching: concurrent requests share decode steps."""
+    (its notice says when it is not the official model). batching: concurrent requests share decode steps;
+    int8_decode: 8-bit decode weights (Engine)."""
     from .engine import Engine
     from .hub import choose_model
 
     choice = choose_model(model, revision)
     engine = Engine.load(choice.model, revision, device, DTYPES.get(dtype), tokenizer,
-                         offline=True if offline else None, batching=batching)
+                         offline=True if offline else None, batching=batching, int8_decode=int8_decode)
     engine.label = choice.label  # the name the user chose it by (`shapes` loads a path it names differently)
     if choice.notice:
         logging.getLogger(__name__).warning("%s: %s", choice.label, choice.notice)
@@ -70,7 +73,8 @@ def open_engine(model: str | None, revision: str | None = None, device: str | No
 
 
 def load_engine(args: argparse.Namespace) -> "Engine":
-    return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline)[0]
+    return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline,
+                       int8_decode=args.int8_decode)[0]
 
 
 def sampling_from_args(args: argparse.Namespace) -> "SamplingParams":

@@ -154,8 +154,8 @@ def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") 
     hidden = torch.randn(1, cfg.d_model, device="cuda", dtype=model.dtype)
     residual, residual_out = torch.randn(2, 1, cfg.d_model, device="cuda")
     state = model.new_state(1).layer(0)
-    weight = mixer.in_proj.decode_weight(task_name)
-    zx = F.linear(hidden, weight)
+    weight = mixer.decode_in_weight(task_name)
+    zx = kernels.norm_linear(hidden, None, None, layer.norm.weight, weight, 1e-5, gemv=gemv)
     ssm_args = (zx, state.conv, mixer.conv_weight, mixer.conv1d.bias, state.ssm, mixer.dt_bias, mixer.A_log,
                 mixer.D, cfg.d_inner, cfg.d_state, cfg.headdim)
     g = kernels.ssm_step(*ssm_args, gemv=gemv)
@@ -164,13 +164,14 @@ def layer_breakdown(model, task_name: str = "t2i", gemv: kernels.Gemv = "auto") 
                                                                weight, 1e-5, gemv=gemv)),
         "ssm step": graph_us(lambda: kernels.ssm_step(*ssm_args, gemv=gemv)),
         "gated norm + out_proj": graph_us(lambda: kernels.gated_norm_linear(
-            g, mixer.norm.weight, mixer.out_proj.weight, 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state, gemv)),
+            g, mixer.norm.weight, mixer.decode_out_weight(), 1e-5, zx, state.conv, cfg.d_inner, cfg.d_state, gemv)),
         "whole layer": graph_us(lambda: layer.step(hidden, residual, residual_out, task_name, state, gemv)),
     }
 
 
 def decode_variants(model) -> dict:
-    """Step-graph replay ms with each way of doing the step's matrix-vector products (model's decode_gemv)."""
+    """Step-graph replay ms with each way of doing the step's matrix-vector products (model's decode_gemv),
+    and with 8-bit decode weights (opt-in, `OmniMamba.quantize_decode`)."""
     out = {}
     saved = model.mamba.decode_gemv
     try:
@@ -182,6 +183,16 @@ def decode_variants(model) -> dict:
             del runner
     finally:
         model.mamba.decode_gemv = saved
+    model.quantize_decode()
+    try:
+        runner = ModelRunner(model)
+        out["int8 weights"] = {name: replay_ms_per_step(runner, key) for name, (key, _) in SHAPES.items()}
+        out["int8 weights"]["layer_us"] = layer_breakdown(model)
+        out["int8 weights"]["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+        del runner
+    finally:
+        for layer in model.backbone.layers:
+            layer.mixer.int8 = None
     return out
 
 

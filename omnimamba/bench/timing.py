@@ -10,6 +10,7 @@ import torch
 
 from ..generation import StaticGraph
 from ..model import OmniMamba
+from ..model.quant import Int8Weight
 
 
 def sync(device: torch.device) -> None:
@@ -77,9 +78,10 @@ def step_bytes(model: OmniMamba, task: str) -> int:
     total = 0
     for layer in model.backbone.layers:
         m = layer.mixer
-        tensors = [m.in_proj.decode_weight(task), m.conv1d.weight, m.conv1d.bias, m.norm.weight,
-                   m.out_proj.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
+        tensors = [m.conv1d.weight, m.conv1d.bias, m.norm.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
         total += sum(t.numel() * t.element_size() for t in tensors)
+        for w in (m.decode_in_weight(task), m.decode_out_weight()):  # 16-bit, or 8-bit rows + scales
+            total += w.nbytes if isinstance(w, Int8Weight) else w.numel() * w.element_size()
     head = model.mamba.head_weight(task)
     return total + head.numel() * head.element_size()
 

@@ -115,7 +115,7 @@ class Block(nn.Module):
         """One token: hidden (b, d); residual_in (b, d) fp32 or None for the first block; residual_out receives
         the updated residual. Returns the mixer output (b, d)."""
         zxbcdt = kernels.norm_linear(hidden, residual_in, residual_out, self.norm.weight,
-                                     self.mixer.in_proj.decode_weight(task), self.norm.eps, gemv=gemv)
+                                     self.mixer.decode_in_weight(task), self.norm.eps, gemv=gemv)
         return self.mixer.step(zxbcdt, state, gemv)
 
 

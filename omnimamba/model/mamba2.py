@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from ..config import OmniMambaConfig
 from . import kernels
-from .lora import TaskLoRALinear
+from .lora import TASKS, TaskLoRALinear
+from .quant import Int8Rows, Int8Weight
 from .ssd import conv_state_after
 
 
@@ -53,6 +54,25 @@ class Mamba2Mixer(nn.Module):
                                 padding=cfg.d_conv - 1, bias=True, **kw)
         self.norm = RMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False, **kw)
+        self.int8: nn.ModuleDict | None = None  # 8-bit decode weights, opt-in (`quantize_decode`)
+
+    def quantize_decode(self) -> None:
+        """Keep 8-bit copies of the weights a decode step streams: each merged task in_proj and out_proj."""
+        tasks = [t for t in TASKS if self.in_proj.merged_weight(t) is not None]
+        if not tasks:
+            raise RuntimeError("8-bit decode weights are made from merged LoRA weights: call merge_lora() first")
+        self.int8 = nn.ModuleDict({**{f"in_proj_{t}": Int8Rows(self.in_proj.merged_weight(t)) for t in tasks},
+                                   "out_proj": Int8Rows(self.out_proj.weight)})
+
+    def decode_in_weight(self, task: str) -> "Tensor | Int8Weight":
+        if self.int8 is not None and f"in_proj_{task}" in self.int8:
+            return self.int8[f"in_proj_{task}"].weight(self.out_proj.weight.dtype)
+        return self.in_proj.decode_weight(task)
+
+    def decode_out_weight(self) -> "Tensor | Int8Weight":
+        if self.int8 is not None:
+            return self.int8["out_proj"].weight(self.out_proj.weight.dtype)
+        return self.out_proj.weight
 
     @property
     def conv_weight(self) -> Tensor:
@@ -82,5 +102,5 @@ class Mamba2Mixer(nn.Module):
         (b, d_model), updating `state` in place."""
         g = kernels.ssm_step(zxbcdt, state.conv, self.conv_weight, self.conv1d.bias, state.ssm, self.dt_bias,
                              self.A_log, self.D, self.d_inner, self.d_state, self.headdim, gemv)  # (b, d_inner) fp32
-        return kernels.gated_norm_linear(g, self.norm.weight, self.out_proj.weight, self.norm.eps, zxbcdt,
+        return kernels.gated_norm_linear(g, self.norm.weight, self.decode_out_weight(), self.norm.eps, zxbcdt,
                                          state.conv, self.d_inner, self.d_state, gemv)

@@ -74,6 +74,18 @@ class OmniMamba(nn.Module):
             layer.mixer.in_proj.merge(tasks, release_unmerged)
         return self
 
+    def quantize_decode(self) -> "OmniMamba":
+        """Opt-in 8-bit decode weights (model/quant.py): each layer's merged in_proj and out_proj as int8 rows
+        with per-row scales, used by every decode step from now on (prefill and training keep the 16-bit ones).
+        Call after merge_lora() and after choosing the dtype. Costs 1.3 GB more memory for the 1.3B model."""
+        for layer in self.backbone.layers:
+            layer.mixer.quantize_decode()
+        return self
+
+    @property
+    def decode_int8(self) -> bool:
+        return self.backbone.layers[0].mixer.int8 is not None
+
     def unmerge_lora(self) -> "OmniMamba":
         for layer in self.backbone.layers:
             if layer.mixer.in_proj.weight is not None:

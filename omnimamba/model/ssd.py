@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import quant
+
 
 def ssd_scan_ref(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int,
@@ -108,13 +110,13 @@ def add_rms_norm_ref(hidden: Tensor, residual: Tensor | None, weight: Tensor, ep
 
 
 def norm_linear_ref(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
-                    weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+                    weight: "Tensor | quant.Int8Weight", eps: float, out_dtype: torch.dtype) -> Tensor:
     """RMSNorm(residual_in + hidden) @ weight.T, the normed input rounded to hidden's dtype first; writes the new
     residual into `residual_out` when given."""
     normed, r = add_rms_norm_ref(hidden, residual_in, norm_weight, eps)
     if residual_out is not None:
         residual_out.copy_(r)
-    return F.linear(normed, weight).to(out_dtype)
+    return quant.linear(normed, weight).to(out_dtype)
 
 
 def ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
@@ -134,10 +136,10 @@ def ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_b
     return y.reshape(b, d_inner) * F.silu(z.float())
 
 
-def gated_norm_linear_ref(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float, zxbcdt: Tensor,
-                          conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
+def gated_norm_linear_ref(g: Tensor, norm_weight: Tensor, weight: "Tensor | quant.Int8Weight", eps: float,
+                          zxbcdt: Tensor, conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
     """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; shifts the B/C lanes of conv_state in place."""
     bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c
     new_bc = zxbcdt[:, 2 * d_inner:2 * d_inner + 2 * d_state]
     bc_lanes.copy_(torch.cat([bc_lanes[:, :, 1:], new_bc[:, :, None].to(conv_state.dtype)], dim=2))
-    return F.linear(rms_norm_ref(g, norm_weight, eps).to(weight.dtype), weight)
+    return quant.linear(rms_norm_ref(g, norm_weight, eps).to(weight.dtype), weight).to(weight.dtype)

@@ -52,6 +52,12 @@ SCRIPT = textwrap.dedent("""
         print(mode, "fp16 (fast, reference) error vs fp32:", errors)
         for name, (fast, ref) in errors.items():
             assert fast <= 1.5 * ref + 1e-4, (mode, name, fast, ref)
+    half.mamba.decode_gemv = "auto"
+    half.quantize_decode()  # 8-bit decode weights: our int8 GEMVs against their PyTorch twin
+    ref8, _ = trajectory(half, True)
+    fast8, _ = trajectory(half, False)
+    print("int8 fused vs int8 reference", rel(fast8, ref8), "int8 vs fp32", rel(ref8, exact))
+    assert rel(fast8, ref8) < 2e-3 and rel(ref8, exact) < 5e-2
     print("OK")
 """)
 

@@ -12,7 +12,8 @@ How the step multiplies by its weights (16-bit weights on CUDA) is the caller's 
   "auto":   fused for one row (1.11 vs 1.57 ms/token on H200), and for two where the kernels overlap (1.56
             vs 1.64 ms); cuBLAS from there on (the fused kernel re-reads its weight tile per row: 4.4 vs 2.1 ms
             at 8 rows on H200; without overlap 2.11 vs 1.94 ms at 2 rows on H100)
-fp32 weights (the official numerics) always use cuBLAS. Each falls back to its twin in `ssd.py`.
+fp32 weights (the official numerics) always use cuBLAS; 8-bit weights (`quant.Int8Weight`) always use the fused
+kernels, at any row count. Each falls back to its twin in `ssd.py`.
 
 Programmatic dependent launch (PDL): a batch-1 step is ~150 short kernels, and between two of them the GPU
 drains one and ramps the next up with its memory pipes idle. With PDL a kernel is launched while its
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..quant import Int8Weight
 from ..ssd import gated_norm_linear_ref, norm_linear_ref, ssm_step_ref
 from .autograd import refuse_grad
 from .dispatch import interpreting, tl, triton, use_triton
@@ -46,9 +48,11 @@ Gemv = Literal["auto", "fused", "fused-serial", "cublas"]
 GEMV_MODES: tuple[str, ...] = ("auto", "fused", "fused-serial", "cublas")
 
 
-def _fused_gemv(x: Tensor, weight: Tensor, gemv: Gemv) -> bool:
+def _fused_gemv(x: Tensor, weight: "Tensor | Int8Weight", gemv: Gemv) -> bool:
     if gemv not in GEMV_MODES:
         raise ValueError(f"gemv mode {gemv!r} is not one of {GEMV_MODES}")
+    if isinstance(weight, Int8Weight):
+        return use_triton(x)
     # "auto": one row, or two where the kernels overlap (H200: 1.56 vs 1.64 ms a step with cuBLAS at two rows)
     rows = x.shape[0]
     wanted = gemv in ("fused", "fused-serial") or (gemv == "auto" and (rows == 1 or (rows == 2 and overlaps(x, gemv))))
@@ -71,32 +75,43 @@ def _has_pdl(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9  # Hopper (sm_90) and later
 
 
-def _gemv_rows(k: int) -> int:
-    """Weight rows per program: a (rows x k) tile of 16 K elements, loaded at once (32 KB in bf16)."""
-    return max(1, 16384 // k)
+def _gemv_rows(k: int, weight: "Tensor | Int8Weight") -> int:
+    """Weight rows per program: a (rows x k) tile of 32 KB, loaded at once (16 K elements in bf16)."""
+    return max(1, 32768 // (k * _matrix(weight).element_size()))
+
+
+def _matrix(weight: "Tensor | Int8Weight") -> Tensor:
+    return weight.q if isinstance(weight, Int8Weight) else weight
+
+
+def _scales(weight: "Tensor | Int8Weight") -> Tensor:
+    """The per-row scales of an 8-bit weight; for a 16-bit one any pointer (the kernel does not read it)."""
+    return weight.scale if isinstance(weight, Int8Weight) else weight
 
 
 def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
-                weight: Tensor, eps: float, out_dtype: torch.dtype | None = None, gemv: Gemv = "auto") -> Tensor:
+                weight: "Tensor | Int8Weight", eps: float, out_dtype: torch.dtype | None = None,
+                gemv: Gemv = "auto") -> Tensor:
     """out = RMSNorm(residual_in + hidden) @ weight.T for one token per row.
 
     hidden (b, k) model dtype; residual_in (b, k) fp32 or None (first layer); residual_out (b, k) fp32 receives
     residual_in + hidden (a separate buffer: every program of the fused kernel reads the old residual);
     weight (n, k). The normed input is rounded to hidden's dtype before the product, as in the sequence path.
     """
-    refuse_grad("norm_linear (decode)", hidden, residual_in, norm_weight, weight)
+    refuse_grad("norm_linear (decode)", hidden, residual_in, norm_weight, _matrix(weight))
     out_dtype = out_dtype or hidden.dtype
     b, k = hidden.shape
     if _fused_gemv(hidden, weight, gemv):
-        assert hidden.stride(-1) == 1 and weight.is_contiguous() and k == triton.next_power_of_2(k)
-        n = weight.shape[0]
+        matrix = _matrix(weight)
+        assert hidden.stride(-1) == 1 and matrix.is_contiguous() and k == triton.next_power_of_2(k)
+        n = matrix.shape[0]
         out = torch.empty(b, n, device=hidden.device, dtype=out_dtype)
-        rows, pdl = _gemv_rows(k), overlaps(hidden, gemv)
+        rows, pdl = _gemv_rows(k, weight), overlaps(hidden, gemv)
         _norm_gemv_kernel[(triton.cdiv(n, rows),)](
             hidden, residual_in if residual_in is not None else hidden,
-            residual_out if residual_out is not None else hidden, norm_weight, weight, out, b, n,
+            residual_out if residual_out is not None else hidden, norm_weight, matrix, _scales(weight), out, b, n,
             hidden.stride(0), eps, K=k, HAS_RIN=residual_in is not None, WRITE_ROUT=residual_out is not None,
-            BLOCK_N=rows, PDL=pdl, num_warps=8, **_launch(pdl))
+            SCALED=isinstance(weight, Int8Weight), BLOCK_N=rows, PDL=pdl, num_warps=8, **_launch(pdl))
         return out
     if use_triton(hidden):
         normed = torch.empty_like(hidden)
@@ -136,19 +151,21 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
                         d_inner, d_state, headdim)
 
 
-def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: Tensor, eps: float, zxbcdt: Tensor,
+def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: "Tensor | Int8Weight", eps: float, zxbcdt: Tensor,
                       conv_state: Tensor, d_inner: int, d_state: int, gemv: Gemv = "auto") -> Tensor:
-    """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; also shifts the B/C lanes of conv_state, which
-    every head of `ssm_step` has read by now."""
-    refuse_grad("gated_norm_linear (decode)", g, norm_weight, weight, zxbcdt, conv_state)
+    """out_proj(RMSNorm(g) * norm_weight) in weight's (the model's) dtype; also shifts the B/C lanes of
+    conv_state, which every head of `ssm_step` has read by now."""
+    refuse_grad("gated_norm_linear (decode)", g, norm_weight, _matrix(weight), zxbcdt, conv_state)
     b = g.shape[0]
     common = dict(D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1])
     if _fused_gemv(g, weight, gemv):
-        n = weight.shape[0]
+        matrix = _matrix(weight)
+        n = matrix.shape[0]
         out = torch.empty(b, n, device=g.device, dtype=weight.dtype)
-        rows, pdl = _gemv_rows(d_inner), overlaps(g, gemv)
-        _gated_gemv_kernel[(triton.cdiv(n, rows),)](g, norm_weight, weight, out, zxbcdt, conv_state, b, n, eps,
-                                                     zxbcdt.stride(0), conv_state.stride(0), BLOCK_N=rows,
+        rows, pdl = _gemv_rows(d_inner, weight), overlaps(g, gemv)
+        _gated_gemv_kernel[(triton.cdiv(n, rows),)](g, norm_weight, matrix, _scales(weight), out, zxbcdt, conv_state,
+                                                     b, n, eps, zxbcdt.stride(0), conv_state.stride(0),
+                                                     SCALED=isinstance(weight, Int8Weight), BLOCK_N=rows,
                                                      PDL=pdl, num_warps=8, **common, **_launch(pdl))
         return out
     if use_triton(g):
@@ -238,16 +255,18 @@ if triton is not None:
         _shift_bc_lanes(zx_ptr, cs_ptr, b, stride_zx, stride_cs, D_INNER, NSTATE, WIDTH)
 
     @triton.jit
-    def _norm_gemv_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, out_ptr, B, N, stride_h, eps,
-                          K: tl.constexpr, HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, BLOCK_N: tl.constexpr,
-                          PDL: tl.constexpr):
-        """Each program: BLOCK_N full rows of the weight, loaded once, times every batch row's normed input."""
+    def _norm_gemv_kernel(h_ptr, rin_ptr, rout_ptr, nw_ptr, w_ptr, scale_ptr, out_ptr, B, N, stride_h, eps,
+                          K: tl.constexpr, HAS_RIN: tl.constexpr, WRITE_ROUT: tl.constexpr, SCALED: tl.constexpr,
+                          BLOCK_N: tl.constexpr, PDL: tl.constexpr):
+        """Each program: BLOCK_N full rows of the weight, loaded once, times every batch row's normed input.
+        SCALED: int8 rows, each product times its row's scale."""
         pid = tl.program_id(0)
         rk = tl.arange(0, K)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = rn < N
-        w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, K)
+        w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=nmask[:, None], other=0)  # (BLOCK_N, K)
         nw = tl.load(nw_ptr + rk).to(tl.float32)
+        scale = tl.load(scale_ptr + rn, mask=nmask, other=0.0).to(tl.float32) if SCALED else 1.0
         if PDL:  # the weights are in flight; the input comes from the kernel before
             gdc_launch_dependents()
             gdc_wait()
@@ -261,18 +280,21 @@ if triton is not None:
             rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / K + eps)
             x = (r * rstd * nw).to(h_ptr.dtype.element_ty).to(tl.float32)
             y = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+            if SCALED:
+                y *= scale
             tl.store(out_ptr + b * N + rn, y.to(out_ptr.dtype.element_ty), mask=nmask)
 
     @triton.jit
-    def _gated_gemv_kernel(g_ptr, nw_ptr, w_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx, stride_cs,
-                           D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr, BLOCK_N: tl.constexpr,
-                           PDL: tl.constexpr):
+    def _gated_gemv_kernel(g_ptr, nw_ptr, w_ptr, scale_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx,
+                           stride_cs, D_INNER: tl.constexpr, NSTATE: tl.constexpr, WIDTH: tl.constexpr,
+                           SCALED: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
         pid = tl.program_id(0)
         rk = tl.arange(0, D_INNER)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         nmask = rn < N
-        w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None], other=0.0)
+        w = tl.load(w_ptr + rn[:, None] * D_INNER + rk[None, :], mask=nmask[:, None], other=0)
         nw = tl.load(nw_ptr + rk).to(tl.float32)
+        scale = tl.load(scale_ptr + rn, mask=nmask, other=0.0).to(tl.float32) if SCALED else 1.0
         if PDL:  # as in _norm_gemv_kernel
             gdc_launch_dependents()
             gdc_wait()
@@ -281,6 +303,8 @@ if triton is not None:
             rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / D_INNER + eps)
             x = (g * rstd * nw).to(out_ptr.dtype.element_ty).to(tl.float32)
             y = tl.sum(w.to(tl.float32) * x[None, :], axis=1)
+            if SCALED:
+                y *= scale
             tl.store(out_ptr + b * N + rn, y.to(out_ptr.dtype.element_ty), mask=nmask)
             if pid == 0:  # every head has read the old B/C conv lanes by now
                 _shift_bc_lanes(zx_ptr, cs_ptr, b, stride_zx, stride_cs, D_INNER, NSTATE, WIDTH)

@@ -6,7 +6,6 @@ A mistake in the command (a missing or broken file, a bad value, a question that
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

@@ -15,7 +15,8 @@ from .events import EngineError
 from .generation import ChatStep, ImageStep, ModelRunner, chat_tokens, image_tokens
 from .model import InferenceState
 from .sampling import SamplingParams
-from .scheduler import ChatJob, ImageJob, Job, Message, Scheduler
+from .jobs import ChatJob, ImageJob, Job, Message
+from .scheduler import Scheduler
 
 Prepare = Callable[[], "tuple[InferenceState, Tensor]"]  # on the device's thread: (working state, embeddings)
 

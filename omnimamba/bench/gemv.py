@@ -112,7 +112,6 @@ def measure() -> dict:
                 attempt(r["kind"], r["meta"], True)
         rows.sort(key=lambda r: r.get("us", 1e9))
         result["shapes"][name] = {"n": n, "k": k, "mb": round(gb * 1000, 1), "rows": rows}
-        del weights
     return result
 
 

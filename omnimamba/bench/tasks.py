@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..config import OmniMambaConfig
 from ..generation import GraphKey, ModelRunner, chat_tokens, image_tokens

@@ -14,7 +14,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from ..engine import Engine

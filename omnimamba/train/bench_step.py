@@ -24,9 +24,8 @@ import time
 
 import torch
 
-from ..config import OmniMambaConfig
+from ..config import EOT_ID, SOI_ID, SOT_ID, T2I_ID, OmniMambaConfig
 from ..model import OmniMamba
-from ..config import EOT_ID, MMU_ID, PAD_ID, SOI_ID, SOT_ID, T2I_ID
 from . import trainable
 from .batches import IGNORE, MMUBatch, T2IBatch
 from .config import preset

@@ -3,7 +3,6 @@ micro-batch loader (samples chosen by data.py)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterator
 
 import torch

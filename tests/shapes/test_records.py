@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from itertools import islice
 
-import pytest
 from PIL import Image
 
 from omnimamba.shapes.language import parse_caption

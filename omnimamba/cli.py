@@ -50,7 +50,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy")
     p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
     p.add_argument("--int8-decode", action="store_true",
-                   help="decode with 8-bit copies of the weights (faster on a GPU, small logit error; docs/benchmarks.md)")
+                   help="decode with 8-bit copies of the weights: half the bytes a step reads, at a cost in "
+                        "faithfulness (docs/benchmarks.md)")
 
 
 def open_engine(model: str | None, revision: str | None = None, device: str | None = None,

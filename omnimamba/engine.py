@@ -55,7 +55,7 @@ class Engine:
         otherwise one request at a time under `lock`. Streams, events and errors are the same either way.
         image_defaults: the text-to-image settings the model suggests (its checkpoint's; the app and CLI start
         from them). int8_decode: decode steps read 8-bit copies of the weights (model/quant.py; half the bytes,
-        a small logit error; the prefill keeps the model's weights)."""
+        changed logits: docs/benchmarks.md; the prefill keeps the model's weights)."""
         self.model, self.tokenizer, self.label = model, tokenizer, label
         self.image_defaults = image_defaults
         if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors

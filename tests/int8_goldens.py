@@ -51,7 +51,8 @@ def measure(model, goldens: Path, task: str) -> dict:
 
 
 def main() -> None:
-    goldens = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared/reference/goldens"
+    default = Path(__file__).resolve().parents[2] / "shared/reference/goldens"
+    goldens = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     out_path = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("int8_goldens.json")
     model = det_model(goldens, "cpu").merge_lora(release_unmerged=True)  # 13 GB: one model, quantized in turn
     out = {}

@@ -55,7 +55,8 @@ def _fused_gemv(x: Tensor, weight: "Tensor | Int8Weight", gemv: Gemv) -> bool:
         return use_triton(x)
     # "auto": one row, or two where the kernels overlap (H200: 1.56 vs 1.64 ms a step with cuBLAS at two rows)
     rows = x.shape[0]
-    wanted = gemv in ("fused", "fused-serial") or (gemv == "auto" and (rows == 1 or (rows == 2 and overlaps(x, gemv))))
+    auto_fused = rows == 1 or (rows == 2 and overlaps(x, gemv))
+    wanted = gemv in ("fused", "fused-serial") or (gemv == "auto" and auto_fused)
     return wanted and use_triton(x) and weight.dtype in (torch.bfloat16, torch.float16)
 
 

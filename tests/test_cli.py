@@ -132,3 +132,17 @@ def test_a_real_process_prints_one_error_line_and_no_traceback(tmp_path):
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "temperature" in errors[0], run.stderr
+
+
+def test_int8_decode_reaches_the_engine(monkeypatch, tmp_path):
+    from omnimamba.engine import Engine
+
+    engines = []
+    real_init = Engine.__init__
+
+    def keep(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        engines.append(self)
+    monkeypatch.setattr(Engine, "__init__", keep)
+    main(["generate", "--model", "tiny-random", "--prompt", "a cat", "--out", str(tmp_path), "--int8-decode"])
+    assert engines[-1].info()["decode_weights"] == "int8" and (tmp_path / "image_0.png").is_file()

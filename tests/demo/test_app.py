@@ -304,6 +304,9 @@ def test_flags_fall_back_to_environment_variables(monkeypatch):
     args = parse_args([])
     assert args.model == "tiny-random" and args.port == 7999 and args.host == "127.0.0.1" and not args.share
     assert parse_args(["--model", "x", "--share"]).model == "x"
+    assert not args.int8_decode and parse_args(["--int8-decode"]).int8_decode
+    monkeypatch.setenv("OMNIMAMBA_INT8_DECODE", "1")
+    assert parse_args([]).int8_decode
 
 
 # ---------------------------------------------------------------------------------------------- compare

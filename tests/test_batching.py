@@ -76,6 +76,22 @@ def test_chats_of_different_lengths_give_the_same_answers_alone_and_batched(engi
     assert batched.scheduler.stats["widest"] >= 2  # they did share steps
 
 
+def test_requests_started_at_different_times_get_the_answers_they_get_alone(engines):
+    """Chats submitted one after another while earlier ones may still be decoding (whether and where they
+    overlap is up to the timing; the answers must not depend on it)."""
+    alone, batched = engines
+    expected = [chat_answer(alone, *c) for c in CHATS]
+    streams = [batched.chat(batched.new_session(None), q, p, n) for q, p, n in CHATS]
+    last: list = [None] * len(CHATS)
+    for i in (0, 1):  # the first two start and are read for a few tokens
+        for _ in range(3):
+            last[i] = next(streams[i])
+    for i in (0, 1, 2):  # the third starts; all are read to their ends in turn
+        for last[i] in streams[i]:
+            pass
+    assert [(e.text, e.metrics.stop_reason) for e in last] == expected
+
+
 def test_images_with_and_without_guidance_give_the_same_pixels_alone_and_batched(engines):
     alone, batched = engines
     expected = [image_pixels(alone, *r) for r in IMAGES]

@@ -3,8 +3,9 @@ live panel and the benchmark. Clocks are read after a device sync, so they time 
 with batching the clocks are read when the request's tokens reach it (no sync: that would stall the batch)."""
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -30,7 +31,7 @@ class RequestMetrics:
     stop_reason: str | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))  # the fields, flat (dataclasses.asdict would deep-copy each one)
 
 
 class RequestMeter:
@@ -76,4 +77,4 @@ class RequestMeter:
             self.m.peak_vram_gib = torch.cuda.max_memory_allocated(self.device) / GIB
             self.m.vram_in_use_gib = torch.cuda.memory_allocated(self.device) / GIB
             self.m.vram_total_gib = torch.cuda.get_device_properties(self.device).total_memory / GIB
-        return RequestMetrics(**self.m.as_dict())
+        return copy.copy(self.m)  # shallow (every field is a number or a string): runs per token per request

@@ -7,6 +7,10 @@ batch 1; p95 time to first token with 8 users chatting).
 
 `random-1.3b`: the official configuration with random weights in bf16 on the GPU (the speed of the real
 model, no download; the answers are noise, so chats run to --max-new-tokens).
+
+`--host-only` (batching only): the batched decode step does no device work (its tokens stay as they are), so
+what is timed per turn is the serving thread and the requests' consumers, the Python a GPU step has to hide.
+    python -m omnimamba.bench.concurrency --host-only --task chat --users 1 8 16     (any machine, a second)
 """
 from __future__ import annotations
 
@@ -72,14 +76,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--task", choices=["image", "chat"], nargs="+", default=["image", "chat"])
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--out")
+    p.add_argument("--host-only", action="store_true", help="no device work in the batched step (see above)")
     args = p.parse_args(argv)
     rows = []
-    for batching in (True, False):
+    for batching in (True,) if args.host_only else (True, False):
         engine = load(args.model, batching)
+        if args.host_only:
+            for batch in engine.scheduler.batches.values():
+                batch.graph.step = lambda layout, sampling: None
         for task in args.task:
             run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
             for users in args.users:
-                rows.append({"batching": batching, **run(engine, task, users, args.max_new_tokens)})
+                steps = engine.scheduler.stats["steps"] if batching else 0
+                row = {"batching": batching, **run(engine, task, users, args.max_new_tokens)}
+                if batching:
+                    row["ms_per_turn"] = round(1000 * row["wall_s"] / max(engine.scheduler.stats["steps"] - steps, 1), 3)
+                rows.append(row)
                 print(json.dumps(rows[-1]), flush=True)
         engine.close()
         del engine

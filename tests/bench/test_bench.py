@@ -56,3 +56,14 @@ def test_the_static_cache_case_reuses_one_cache_and_decodes_what_the_dynamic_cac
     cache.reset()
     assert torch.equal(model.generate(ids, past_key_values=cache, **kw), first)
     assert torch.equal(model.generate(ids, **kw), first)
+
+
+def test_the_concurrency_benchmark_reports_each_user_count_and_the_host_cost_per_turn(tmp_path):
+    from omnimamba.bench import concurrency
+
+    out = tmp_path / "c.json"
+    rows = concurrency.main(["--task", "chat", "--users", "1", "3", "--max-new-tokens", "4", "--out", str(out)])
+    assert [(r["batching"], r["users"]) for r in rows] == [(True, 1), (True, 3), (False, 1), (False, 3)]
+    assert all(r["ms_per_turn"] > 0 for r in rows if r["batching"]) and json.loads(out.read_text()) == rows
+    host = concurrency.main(["--host-only", "--task", "chat", "--users", "2", "--max-new-tokens", "4"])
+    assert len(host) == 1 and host[0]["batching"] and host[0]["tokens_per_s"] > 0

@@ -2,7 +2,8 @@
 figure in the docs comes from here, none typed by hand. Parts that are missing or failed show as such.
 
     python -m omnimamba.bench.report DIR      (DIR holds tasks.json, long_context.json, start.json, suite.json;
-                                               gemv.json and concurrency.json when those benchmarks wrote there)
+                                               decode.json, gemv.json and concurrency.json when those benchmarks
+                                               wrote there)
 """
 from __future__ import annotations
 
@@ -229,7 +230,11 @@ def render(folder: Path) -> str:
     parts += ["## Long context", "", long_context_tables(lc) if lc and "cases" in lc else "not measured\n"]
     parts += ["## Start-up", "", start_table(st) if st else "not measured\n"]
     parts += ["## For the README", "", readme_table(t, lc)]
-    gemv, conc = load(folder, "gemv.json"), load(folder, "concurrency.json")
+    decode, gemv, conc = (load(folder, n) for n in ("decode.json", "gemv.json", "concurrency.json"))
+    if decode:
+        parts += ["## The decode step's variants (bench.tasks --decode-only)", "",
+                  f"{decode['gpu']}; floor {decode['floor_ms']['t2i']:.3f} / {decode['floor_ms']['mmu']:.3f} ms "
+                  "(image / chat, 16-bit weights)", variants_table(decode["decode_variants"])]
     if gemv:
         parts += ["## Matrix-vector kernels (bench/gemv.py)", "", gemv_table(gemv)]
     if conc:

@@ -76,3 +76,20 @@ def test_benchmarks_do_not_import_gradio():
             "omnimamba.bench.long_context, omnimamba.bench.start, omnimamba.bench.report, omnimamba.cli; "
             "assert 'gradio' not in sys.modules, 'gradio imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_shipped_h200_results_render_with_every_section(tmp_path):
+    """docs/bench_h200 is rendered by the report (the docs' tables come from it), decode variants included."""
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path / "h200"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "docs" / "bench_h200", folder)
+    tasks = json.loads((folder / "tasks.json").read_text())
+    (folder / "decode.json").write_text(json.dumps({"gpu": tasks["gpu"], "floor_ms": tasks["floor_ms"],
+                                                    "decode_variants": tasks["decode_variants"]}))
+    report = render(folder)
+    for heading in ("## Tasks", "## Long context", "## Start-up", "## For the README",
+                    "## The decode step's variants", "## Matrix-vector kernels", "## Concurrent requests"):
+        assert heading in report, heading
+    assert "static+compile: taken from a second run" in report and "| fused-serial |" in report

@@ -79,6 +79,7 @@ class BatchGraph:
         self.graphs: dict[tuple[Layout, bool], StaticGraph] = {}
         # where a step's tokens land on the host: pinned, so the copy is queued behind the step without a wait
         self.host_tokens = torch.zeros(n, dtype=torch.long, pin_memory=dev.type == "cuda")
+        self.tokens_copied = torch.cuda.Event() if dev.type == "cuda" else None  # one step in flight at a time
 
     def layouts(self) -> list[Layout]:
         return [Layout(b, p) for b in BUCKETS for p in ((False, True) if self.task == "t2i" else (False,))]
@@ -137,11 +138,10 @@ class BatchGraph:
             return lambda: tokens
         host = self.host_tokens[:size]
         host.copy_(self.token[:size], non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+        self.tokens_copied.record()
 
         def read() -> list[int]:
-            done.synchronize()
+            self.tokens_copied.synchronize()
             return host.tolist()
         return read
 

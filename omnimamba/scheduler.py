@@ -148,7 +148,10 @@ class Scheduler:
                     self._launch(task, batch, outbox)
         finally:
             for job, message in outbox:
-                job.out.put(message) if message.kind == "tokens" else job.finish(message)
+                if message.kind == "tokens":
+                    job.out.put(message)
+                else:  # "end" or "error": the job is over
+                    job.finish(message)
 
     def _drain(self, block: bool) -> None:
         item = self.inbox.get() if block else None

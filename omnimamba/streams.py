@@ -13,9 +13,9 @@ from torch import Tensor
 
 from .events import EngineError
 from .generation import ChatStep, ImageStep, ModelRunner, chat_tokens, image_tokens
+from .jobs import ChatJob, ImageJob, Job, Message
 from .model import InferenceState
 from .sampling import SamplingParams
-from .jobs import ChatJob, ImageJob, Job, Message
 from .scheduler import Scheduler
 
 Prepare = Callable[[], "tuple[InferenceState, Tensor]"]  # on the device's thread: (working state, embeddings)

@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for task in args.task:
             run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
             for users in args.users:
-                steps = engine.scheduler.stats["steps"] if batching else 0
+                turns_before = engine.scheduler.stats["steps"] if batching else 0
                 row = {"batching": batching, **run(engine, task, users, args.max_new_tokens)}
-                if batching:
-                    row["ms_per_turn"] = round(1000 * row["wall_s"] / max(engine.scheduler.stats["steps"] - steps, 1), 3)
+                if batching:  # the serving thread's turns, one batched step each
+                    turns = max(engine.scheduler.stats["steps"] - turns_before, 1)
+                    row["ms_per_turn"] = round(1000 * row["wall_s"] / turns, 3)
                 rows.append(row)
                 print(json.dumps(rows[-1]), flush=True)
         engine.close()

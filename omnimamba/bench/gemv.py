@@ -57,13 +57,9 @@ def _k_loop_kernel(x_ptr, w_ptr, out_ptr, N, K: tl.constexpr, BLOCK_N: tl.conste
 
 
 def _launcher(kind: str, n: int, k: int, pdl: bool, **meta):
-    launch = {"launch_pdl": True} if pdl else {}
-    if kind == "whole-k":
-        rows = meta["BLOCK_N"]
-        return lambda x, w, out: _whole_k_kernel[(triton.cdiv(n, rows),)](x, w, out, n, K=k, PDL=pdl, **meta,
-                                                                        **launch)
-    rows = meta["BLOCK_N"]
-    return lambda x, w, out: _k_loop_kernel[(triton.cdiv(n, rows),)](x, w, out, n, K=k, PDL=pdl, **meta, **launch)
+    kernel = _whole_k_kernel if kind == "whole-k" else _k_loop_kernel
+    grid, launch = (triton.cdiv(n, meta["BLOCK_N"]),), {"launch_pdl": True} if pdl else {}
+    return lambda x, w, out: kernel[grid](x, w, out, n, K=k, PDL=pdl, **meta, **launch)
 
 
 def candidates(k: int) -> list[tuple[str, dict]]:

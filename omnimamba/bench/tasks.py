@@ -187,11 +187,10 @@ def decode_variants(model) -> dict:
         runner = ModelRunner(model)
         out["int8 weights"] = {name: replay_ms_per_step(runner, key) for name, (key, _) in SHAPES.items()}
         out["int8 weights"]["layer_us"] = layer_breakdown(model)
-        out["int8 weights"]["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+        out["int8 weights"]["step_gb"] = bandwidth_floor(model, None)["step_gb"]
         del runner
     finally:
-        for layer in model.backbone.layers:
-            layer.mixer.int8 = None
+        model.unquantize_decode()
     return out
 
 
@@ -210,9 +209,7 @@ def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat1
     model = random_model(cfg, dev, dtype).merge_lora(release_unmerged=True)  # as the engine serves it
     runner = ModelRunner(model)
     result["ours"] = ours(model, runner, repeat, chat_new, replay_steps=128 if dev.type == "cuda" else 4)
-    result["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
-    result["floor_ms"] = {t: gb / result["copy_gbs"] * 1000 if result["copy_gbs"] else None
-                          for t, gb in result["step_gb"].items()}
+    result.update(bandwidth_floor(model, result["copy_gbs"]))
     path.write_text(json.dumps(result, indent=1))
     if dev.type == "cuda":
         result["decode_variants"] = decode_variants(model)
@@ -232,14 +229,20 @@ def run(out_dir: Path, baseline: bool = True, dtype: torch.dtype = torch.bfloat1
     return result
 
 
+def bandwidth_floor(model, copy_gbs: float | None) -> dict:
+    """GB a batch-1 step reads per task, and the ms that takes at the measured copy bandwidth."""
+    step_gb = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
+    floor_ms = {t: gb / copy_gbs * 1000 if copy_gbs else None for t, gb in step_gb.items()}
+    return {"step_gb": step_gb, "floor_ms": floor_ms}
+
+
 def decode_only(out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> dict:
     """The step graph in each decode mode and one layer's kernels, against the bandwidth floor (a minute)."""
     dev = torch.device("cuda")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = random_model(OmniMambaConfig.official(), dev, dtype).merge_lora(release_unmerged=True)
     result = {**environment(dev), "dtype": str(dtype)}
-    result["step_gb"] = {t: step_bytes(model, t) / 1e9 for t in ("t2i", "mmu")}
-    result["floor_ms"] = {t: gb / result["copy_gbs"] * 1000 for t, gb in result["step_gb"].items()}
+    result.update(bandwidth_floor(model, result["copy_gbs"]))
     result["decode_variants"] = decode_variants(model)
     (out_dir / "decode.json").write_text(json.dumps(result, indent=1))
     return result

@@ -10,7 +10,6 @@ import torch
 
 from ..generation import StaticGraph
 from ..model import OmniMamba
-from ..model.quant import Int8Weight
 
 
 def sync(device: torch.device) -> None:
@@ -80,8 +79,7 @@ def step_bytes(model: OmniMamba, task: str) -> int:
         m = layer.mixer
         tensors = [m.conv1d.weight, m.conv1d.bias, m.norm.weight, m.dt_bias, m.A_log, m.D, layer.norm.weight]
         total += sum(t.numel() * t.element_size() for t in tensors)
-        for w in (m.decode_in_weight(task), m.decode_out_weight()):  # 16-bit, or 8-bit rows + scales
-            total += w.nbytes if isinstance(w, Int8Weight) else w.numel() * w.element_size()
+        total += m.decode_in_weight(task).nbytes + m.decode_out_weight().nbytes  # 16-bit, or 8-bit rows + scales
     head = model.mamba.head_weight(task)
     return total + head.numel() * head.element_size()
 

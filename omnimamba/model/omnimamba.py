@@ -82,6 +82,12 @@ class OmniMamba(nn.Module):
             layer.mixer.quantize_decode()
         return self
 
+    def unquantize_decode(self) -> "OmniMamba":
+        """Drop the 8-bit decode weights: decode steps read the model's own weights again."""
+        for layer in self.backbone.layers:
+            layer.mixer.int8 = None
+        return self
+
     @property
     def decode_int8(self) -> bool:
         return self.backbone.layers[0].mixer.int8 is not None

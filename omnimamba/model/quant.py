@@ -32,7 +32,7 @@ class Int8Weight(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        return self.q.numel() * self.q.element_size() + self.scale.numel() * self.scale.element_size()
+        return self.q.nbytes + self.scale.nbytes
 
 
 def linear(x: Tensor, weight: "Tensor | Int8Weight") -> Tensor:
@@ -40,7 +40,6 @@ def linear(x: Tensor, weight: "Tensor | Int8Weight") -> Tensor:
     if isinstance(weight, Int8Weight):
         return F.linear(x.float(), weight.q.float()) * weight.scale.float()
     return F.linear(x, weight)
-
 
 
 class Int8Rows(nn.Module):

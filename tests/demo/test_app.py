@@ -195,11 +195,15 @@ def test_a_batching_app_lets_requests_in_together_and_a_single_one_does_not(tiny
             client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
             jobs = [client.submit(None, "Tell me a long story.", "", 1000, 1.0, 1, 0.0, -1, api_name="/chat")
                     for _ in range(2)]
-            deadline = time.monotonic() + WAIT_S
-            while (time.monotonic() < deadline and not any(j.done() for j in jobs)
-                   and not all(len(j.outputs()) >= 2 for j in jobs)):
+            # together: once both have streamed, both stream more. One at a time, the second starts streaming
+            # only after the first's last token (a client may see that before it sees the first one done)
+            deadline, both_streamed, together = time.monotonic() + WAIT_S, None, False
+            while time.monotonic() < deadline and not together and not all(j.done() for j in jobs):
+                counts = [len(j.outputs()) for j in jobs]
+                if both_streamed is None and min(counts) >= 2:
+                    both_streamed = counts
+                together = both_streamed is not None and all(n > b for n, b in zip(counts, both_streamed))
                 time.sleep(0.005)
-            together = all(len(j.outputs()) >= 2 for j in jobs) and not any(j.done() for j in jobs)
             for job in jobs:
                 job.cancel()
             return together

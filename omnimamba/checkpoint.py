@@ -15,6 +15,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from . import packed_rows
+
 log = logging.getLogger(__name__)
 
 StateDict = Mapping[str, Tensor]
@@ -158,6 +160,10 @@ def load_into(module: nn.Module, sd: StateDict, external_groups: Iterable[str] =
     tensors on `sd`'s device (a model built on meta loads without ever allocating random weights).
     """
     expected = {prefix + k: v.shape for k, v in module.state_dict(keep_vars=True).items()}
+    try:
+        sd = packed_rows.unpack(sd, expected)  # a table stored with its shared row once (the shapes model)
+    except packed_rows.PackedRowsError as exc:
+        raise CheckpointError(str(exc)) from exc
     external = check_state_dict(expected, sd, external_groups)
     targets = dict(module.named_parameters(remove_duplicate=False)) | dict(module.named_buffers())
     _check_kinds(targets, sd, prefix)

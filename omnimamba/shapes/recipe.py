@@ -27,20 +27,26 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..checkpoint import IMAGE_DEFAULTS_KEY
+from .. import packed_rows
+from ..checkpoint import IMAGE_DEFAULTS_KEY, TIED_KEYS
 from ..config import OmniMambaConfig
 from ..sampling import ImageDefaults
 from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
 from .pretrain import train_towers, train_vq, vq_quality
+from ..tokenizer import OmniTokenizer
 from .sources import WorldRecords, encode_t2i_corpus
+from .vocab import share_unused_rows_, world_token_ids
 
 log = logging.getLogger(__name__)
 SOURCE = "shapes"  # the TrainConfig data name of the world's records
 DONE = "done.json"  # written when a step has finished
 TEXT_STAGE = ("blocks", "norm_f", "text_embedding")  # stage 0: the backbone as a plain Mamba-2 LM
 SHARD_SIZE = 16_384  # T2I corpus rows per shard: few enough shards that a reader keeps them all open
+TEXT_TABLE = TIED_KEYS["llm_backbone.mamba.lm_head.weight"]  # the tied text table, packed in the shipped file
+# rows this close to the shared one are stored as it: equal rows get equal updates, but not always bit for bit
+SHARED_ROW_ATOL = 1e-3
 STAGES = ("stage0-text", "stage1-mmu", "stage1-t2i", "stage2")
 # what the shipped file suggests for text to image (docs/shapes-model.md, Quality): full sampling with guidance;
 # greedy decoding draws the background alone
@@ -50,8 +56,8 @@ IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_sca
 @dataclass(frozen=True)
 class ShapesRecipe:
     seed: int = 0
-    vq_seconds: float = 120.0  # the pre-steps stop at a time budget
-    tower_seconds: float = 90.0
+    vq_seconds: float = 150.0  # the pre-steps stop at a time budget (the second run's, whose VQ and towers ship)
+    tower_seconds: float = 60.0
     # the towers also trained on where things are (patch row/column, clear extremes): the third run did, and its
     # image chat got worse than the second run's without them; off by default (docs/shapes-model.md)
     tower_where: bool = False
@@ -67,6 +73,7 @@ class ShapesRecipe:
     num_workers: int = 14
     cpu: bool = False
     tokenizer: str | None = None  # tokenizer.json (default: the GPT-NeoX-20B file shipped in the package)
+    pretrained_from: str | None = None  # an earlier shapes model whose VQ and towers this run reuses (provenance)
 
     def stages(self) -> list[tuple[str, TrainConfig]]:
         """(folder, config) of the four training stages, in order."""
@@ -90,9 +97,12 @@ class ShapesRecipe:
         ]
 
 
-def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, until: str | None = None) -> Path:
+def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, until: str | None = None,
+        time_limit: float | None = None) -> Path | None:
     """All steps into `out`; returns the shipped file. `max_steps` caps every stage (smoke runs); `until` stops
-    after that stage and returns its folder (a run split across sessions of limited length)."""
+    after that stage and returns its folder; `time_limit` (seconds) saves the stage in progress and returns None
+    once it has passed (a run split across sessions of limited length: run the same command again)."""
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     if until is not None and until not in STAGES:
         raise ValueError(f"until must be one of {STAGES}, not {until!r}")
     out = Path(out)
@@ -103,7 +113,7 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, unt
     with _timed(timings, "pretrain"):
         pretrained = pretrain(recipe, config, out / "pretrain", device)
     with _timed(timings, "init"):
-        build_init(config, pretrained, out / "init", recipe.seed)
+        build_init(config, pretrained, out / "init", recipe.seed, recipe.tokenizer)
     with _timed(timings, "t2i_corpus"):
         register_world(recipe, config, pretrained["vq"], device, out / "t2i-corpus")
     from ..train.loop import latest_checkpoint, train
@@ -113,9 +123,17 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, unt
             log.info("%s: done already, skipped", folder)
             continue
         cfg = cfg.replace(init=tuple(str(out / name) for name in cfg.init))
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("out of time before %s; run the same command again to continue", folder)
+            return None
         with _timed(timings, folder):
             # a stage cut short (a time cap) continues from its last save, with the same data position
-            train(cfg, out / folder, max_steps=max_steps, resume=latest_checkpoint(out / folder) is not None)
+            train(cfg, out / folder, max_steps=max_steps, resume=latest_checkpoint(out / folder) is not None,
+                  deadline=deadline)
+        end = min(cfg.steps, max_steps if max_steps is not None else cfg.steps)
+        if latest_checkpoint(out / folder) != out / folder / "checkpoints" / f"step_{end}":
+            log.info("%s stopped by the time limit; run the same command again to continue", folder)
+            return None
         (out / folder / DONE).write_text(json.dumps({"seconds": timings[folder]}))
         if folder == until:
             return out / folder
@@ -150,12 +168,30 @@ def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device
     return have
 
 
+PRETRAINED_PARTS = {"vq": "llm_backbone.vqvae.", "dino": "vision_backbone.dino_featurizer.",
+                    "siglip": "vision_backbone.siglip_featurizer."}
+
+
+def reuse_pretrained(model_file: str | Path, folder: Path) -> None:
+    """Write the VQ and towers of an earlier shapes model (a trained file) as this run's pre-steps: they are
+    frozen from stage 0 on, so a new backbone can be trained on them without training them again."""
+    sd, _ = checkpoints.read(model_file)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, prefix in PRETRAINED_PARTS.items():
+        tensors = {k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)}
+        if not tensors:
+            raise ValueError(f"{model_file} holds no {prefix}* tensors: not a shapes model file")
+        _save(tensors, folder / f"{part}.safetensors")
+    (folder / "quality.json").write_text(json.dumps({"reused_from": str(model_file)}))
+
+
 def _save(sd: dict, path: Path) -> None:
     save_file({k: v.contiguous().cpu() for k, v in sd.items()}, str(path))
 
 
 @torch.no_grad()
-def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: int) -> None:
+def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: int,
+               tokenizer: str | None = None) -> None:
     """The starting point of stage 0: the training init, with the pretrained VQ and towers in place."""
     if _complete(folder):
         return
@@ -163,6 +199,10 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: in
     from ..model import OmniMamba
 
     model = training_init_(OmniMamba(config), seed)
+    # the world's ~100 text ids keep their random rows; the other ~50k share one, so the shipped file stores it once
+    used = world_token_ids(config, OmniTokenizer.from_file(tokenizer), seed)
+    shared = share_unused_rows_(model.backbone.embedding.weight, used)
+    log.info("text table: %d rows the world uses, %d sharing one value", len(used), shared)
     model.vq.load_state_dict(pretrained["vq"], strict=True)
     model.vision_backbone.dino_featurizer.load_state_dict(pretrained["dino"], strict=True)
     model.vision_backbone.siglip_featurizer.load_state_dict(pretrained["siglip"], strict=True)
@@ -207,9 +247,12 @@ def _fingerprint(sd: dict[str, torch.Tensor]) -> str:
 def ship(stage_dir: Path, out_file: Path, recipe: ShapesRecipe) -> Path:
     """The last stage's weights in bf16 (the shipped file), its config and recipe in the metadata."""
     sd, metadata = checkpoints.read(stage_dir)
+    sd = {k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}
+    kept = packed_rows.pack_into(sd, TEXT_TABLE, atol=SHARED_ROW_ATOL)
+    log.info("text table stored as %d kept rows and the shared one", kept)
     metadata = {**metadata, "recipe": json.dumps(dataclasses.asdict(recipe)), "format": "omnimamba-trained-1",
                 IMAGE_DEFAULTS_KEY: json.dumps(dataclasses.asdict(IMAGE_DEFAULTS))}
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in sd.items()}, str(out_file), metadata=metadata)
+    save_file(sd, str(out_file), metadata=metadata)
     return out_file
 
 
@@ -238,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", default=",".join(map(str, defaults.steps)), help="stage0,stage1-mmu,stage1-t2i,stage2")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage (smoke runs)")
     p.add_argument("--until", choices=STAGES, default=None, help="stop after this stage (continue later, same --out)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds: save the stage in progress and stop (continue later with the same --out)")
+    p.add_argument("--pretrained-from", default=None,
+                   help="take the VQ and the towers from this earlier shapes model file instead of training them")
     p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
     p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
     p.add_argument("--tower-where", action="store_true", help="train the towers on where things are (the third run)")
@@ -253,9 +300,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
                                  tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
-                                 num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer)
-    result = run(recipe, args.out, args.max_steps, args.until)
-    print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")
+                                 num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer,
+                                 pretrained_from=args.pretrained_from)
+    if args.pretrained_from and not (Path(args.out) / "pretrain" / "vq.safetensors").is_file():
+        reuse_pretrained(args.pretrained_from, Path(args.out) / "pretrain")
+    result = run(recipe, args.out, args.max_steps, args.until, args.time_limit)
+    if result is None:
+        print(f"stopped by the time limit; continue with the same command (--out {args.out})")
+    else:
+        print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def make_accelerator(cfg: TrainConfig, out: Path):
                            find_unused_parameters="projector" in cfg.trainable)])
 
 
-def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resume: bool = False) -> Path:
-    """Run (or resume) `cfg` into folder `out`; stop after `max_steps` optimizer steps in all. Returns out."""
+def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resume: bool = False,
+          deadline: float | None = None) -> Path:
+    """Run (or resume) `cfg` into folder `out`; stop after `max_steps` optimizer steps in all, or, saved and
+    resumable, at the first step that ends after `deadline` (a time.monotonic() value). Returns out."""
     out = Path(out)
     accelerator = make_accelerator(cfg, out)
     from accelerate.utils import set_seed
@@ -107,11 +109,23 @@ def train(cfg: TrainConfig, out: str | Path, max_steps: int | None = None, resum
     while progress.step < end:
         record = train_step(cfg, accelerator, wrapped, optimizer, scheduler, batches, progress)
         runlog.step(progress.step, record)
-        if progress.step % cfg.save_every == 0 or progress.step == end:
+        out_of_time = _past(deadline, accelerator)
+        if progress.step % cfg.save_every == 0 or progress.step == end or out_of_time:
             save(accelerator, model, cfg, names, out, progress)
+        if out_of_time:
+            log.info("step %d: out of time, saved; continue with resume", progress.step)
+            break
     runlog.close()
     accelerator.end_training()
     return out
+
+
+def _past(deadline: float | None, accelerator) -> bool:
+    """Whether any process is past `deadline` (all processes must agree to stop at the same step)."""
+    if deadline is None:
+        return False
+    late = torch.tensor([float(time.monotonic() >= deadline)], device=accelerator.device)
+    return bool(accelerator.reduce(late, "sum").item() > 0)
 
 
 def train_step(cfg: TrainConfig, accelerator, wrapped: nn.Module, optimizer, scheduler, loader: Iterator[dict],

@@ -10,7 +10,10 @@ from safetensors import safe_open
 from omnimamba.config import OmniMambaConfig
 from omnimamba.engine import Engine
 from omnimamba.sampling import SamplingParams
-from omnimamba.shapes.recipe import DONE, IMAGE_DEFAULTS, ShapesRecipe, run
+from omnimamba.packed_rows import KEPT_IDS
+from omnimamba.shapes.recipe import DONE, IMAGE_DEFAULTS, TEXT_TABLE, ShapesRecipe, run
+from omnimamba.shapes.vocab import world_token_ids
+from omnimamba.tokenizer import OmniTokenizer
 from omnimamba.shapes.sources import WorldRecords, encode_t2i_corpus
 from omnimamba.train import checkpoints
 from omnimamba.train.prepare import CodeShards
@@ -65,7 +68,9 @@ def test_a_kept_corpus_is_used_again_only_for_the_same_vq_and_size(tmp_path, mon
 def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     recipe = ShapesRecipe(cpu=True, vq_seconds=1, tower_seconds=1, vq_batch=1, tower_batch=1, t2i_corpus=4,
                           steps=(1, 1, 1, 1), batch=(2, 1, 2, 1), num_workers=0)
-    # a run split in two (sessions of limited length): the first part stops after the stage it names
+    # a run split in parts (sessions of limited length): a time limit stops before the next stage, `until` after
+    # the stage it names
+    assert run(recipe, tmp_path, time_limit=0) is None and not (tmp_path / "stage0-text").exists()
     assert run(recipe, tmp_path, until="stage1-t2i") == tmp_path / "stage1-t2i"
     assert (tmp_path / "stage1-t2i" / DONE).is_file() and not (tmp_path / "stage2").exists()
     shipped = run(recipe, tmp_path)
@@ -73,8 +78,12 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
         assert (tmp_path / step / DONE).is_file(), step
     assert len(CodeShards(tmp_path / "t2i-corpus", OmniMambaConfig.shapes())) == 4, "the corpus is kept"
     with safe_open(str(shipped), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        kept_ids = f.get_tensor(TEXT_TABLE + KEPT_IDS)
+        assert {f.get_tensor(k).dtype for k in f.keys() if k != TEXT_TABLE + KEPT_IDS} == {torch.bfloat16}
         assert json.loads(f.metadata()["recipe"])["steps"] == [1, 1, 1, 1]
+    # the text rows the world never uses started equal, stayed equal through training, and are stored once
+    used = world_token_ids(OmniMambaConfig.shapes(), OmniTokenizer.from_file())
+    assert set(kept_ids.tolist()) <= set(used)
     assert shipped.stat().st_size <= 40_000_000  # what ships inside the package
     model = checkpoints.load_trained(shipped, "cpu", torch.float32)  # strict: every key
     assert model.config == OmniMambaConfig.shapes()

@@ -40,6 +40,17 @@ def test_resume_gives_the_losses_of_an_uninterrupted_run(tmp_path, tokenizer_fil
     assert [r["lr"] for r in read_log(tmp_path / "resumed")] == [r["lr"] for r in read_log(tmp_path / "straight")]
 
 
+def test_a_deadline_saves_the_step_it_stops_at_and_resuming_finishes_the_same_run(tmp_path, tokenizer_file):
+    import time
+
+    cfg = small(tokenizer_file, save_every=100)
+    train(cfg, tmp_path / "straight", max_steps=3)
+    train(cfg, tmp_path / "cut", max_steps=3, deadline=time.monotonic())  # already past: stops after one step
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()] == ["step_1"]
+    train(cfg, tmp_path / "cut", max_steps=3, resume=True)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "straight")
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path, tokenizer_file):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(small(tokenizer_file), tmp_path, max_steps=1, resume=True)

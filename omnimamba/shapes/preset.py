@@ -3,12 +3,12 @@
 Same classes as the 1.3B model: the Mamba-2 backbone with task LoRA, timm DINOv2-with-registers and SigLIP
 towers (the same timm architectures, shrunk through VisionConfig overrides), the LlamaGen VQ-16 design with
 16 x 16 codes for 256 px, and the real 50288-row GPT-NeoX text vocabulary. The tied text table
-(50288 x 256 = 12.9M parameters) is most of the weights; see `param_report` for the split.
+(50288 x 384 = 19.3M parameters) is most of the parameters; the world uses 106 of its rows, and the shipped file
+stores the others' one shared value once (packed_rows.py): see `param_report` for the split.
 
-Measured (Dec 2026, this preset): 19,413,787 parameters; bf16 safetensors with the tied heads stored once:
-39,016,510 bytes. 2-core CPU, reference path, fp32, 1 thread, machine shared: 256 image tokens in ~2.3 s
-(+ 0.44 s VQ decode; classifier-free guidance adds ~0.2 s); an image chat's towers + prefill + 20 tokens
-in ~0.5-0.7 s. Each layer costs ~0.28 s per image: eight layers (~3.35 s with the VQ decode) miss the 3 s budget.
+Measured (Dec 2026, this preset, d_model 384): 30,244,067 parameters; the fourth run's shipped file (bf16, text
+table packed) 22,147,342 bytes. 2-core CPU, reference path, fp32, 2 threads, machine otherwise idle, random
+weights: an image in 1.84 s (2.31 s with guidance); d_model 512 took 2.30 s (3.38 s), over the 3 s budget.
 """
 from __future__ import annotations
 

@@ -31,11 +31,11 @@ from .. import packed_rows
 from ..checkpoint import IMAGE_DEFAULTS_KEY, TIED_KEYS
 from ..config import OmniMambaConfig
 from ..sampling import ImageDefaults
+from ..tokenizer import OmniTokenizer
 from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
 from .pretrain import train_towers, train_vq, vq_quality
-from ..tokenizer import OmniTokenizer
 from .sources import WorldRecords, encode_t2i_corpus
 from .vocab import share_unused_rows_, world_token_ids
 
@@ -47,6 +47,9 @@ SHARD_SIZE = 16_384  # T2I corpus rows per shard: few enough shards that a reade
 TEXT_TABLE = TIED_KEYS["llm_backbone.mamba.lm_head.weight"]  # the tied text table, packed in the shipped file
 # rows this close to the shared one are stored as it: equal rows get equal updates, but not always bit for bit
 SHARED_ROW_ATOL = 1e-3
+# the frozen parts an earlier run can lend (`--pretrained-from`): pre-step file name -> key prefix in a model file
+PRETRAINED_PARTS = {"vq": "llm_backbone.vqvae.", "dino": "vision_backbone.dino_featurizer.",
+                    "siglip": "vision_backbone.siglip_featurizer."}
 STAGES = ("stage0-text", "stage1-mmu", "stage1-t2i", "stage2")
 # what the shipped file suggests for text to image (docs/shapes-model.md, Quality): full sampling with guidance;
 # greedy decoding draws the background alone
@@ -146,6 +149,8 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, unt
 def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device: torch.device) -> dict:
     """{"vq": sd, "dino": sd, "siglip": sd}: each part read from `folder` when there, else trained and written."""
     folder.mkdir(parents=True, exist_ok=True)
+    if recipe.pretrained_from and not all((folder / f"{n}.safetensors").is_file() for n in PRETRAINED_PARTS):
+        reuse_pretrained(recipe.pretrained_from, folder)
     have = {n: load_file(str(folder / f"{n}.safetensors")) for n in ("vq", "dino", "siglip")
             if (folder / f"{n}.safetensors").is_file()}
     if "vq" not in have:
@@ -166,10 +171,6 @@ def pretrain(recipe: ShapesRecipe, config: OmniMambaConfig, folder: Path, device
         _save(have["dino"], folder / "dino.safetensors")
         _save(have["siglip"], folder / "siglip.safetensors")
     return have
-
-
-PRETRAINED_PARTS = {"vq": "llm_backbone.vqvae.", "dino": "vision_backbone.dino_featurizer.",
-                    "siglip": "vision_backbone.siglip_featurizer."}
 
 
 def reuse_pretrained(model_file: str | Path, folder: Path) -> None:
@@ -302,8 +303,6 @@ def main(argv: list[str] | None = None) -> None:
                                  tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
                                  num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer,
                                  pretrained_from=args.pretrained_from)
-    if args.pretrained_from and not (Path(args.out) / "pretrain" / "vq.safetensors").is_file():
-        reuse_pretrained(args.pretrained_from, Path(args.out) / "pretrain")
     result = run(recipe, args.out, args.max_steps, args.until, args.time_limit)
     if result is None:
         print(f"stopped by the time limit; continue with the same command (--out {args.out})")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from omnimamba import OmniMamba
 from omnimamba.config import OmniMambaConfig
 from omnimamba.engine import Engine
 from omnimamba.sampling import SamplingParams
@@ -93,3 +94,17 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
     assert not SamplingParams(defaults.temperature, defaults.top_k, defaults.top_p).greedy
     # a second run finds every step done and only ships again
     assert run(recipe, tmp_path) == shipped
+
+
+def test_an_earlier_models_vq_and_towers_become_the_pre_steps(tmp_path):
+    from omnimamba.shapes.recipe import pretrain
+
+    torch.manual_seed(0)
+    earlier = OmniMamba(OmniMambaConfig.shapes())
+    checkpoints.save(earlier, tmp_path / "earlier")
+    recipe = ShapesRecipe(cpu=True, pretrained_from=str(tmp_path / "earlier"))
+    parts = pretrain(recipe, OmniMambaConfig.shapes(), tmp_path / "run" / "pretrain", torch.device("cpu"))
+    for module, name in ((earlier.vq, "vq"), (earlier.vision_backbone.dino_featurizer, "dino"),
+                         (earlier.vision_backbone.siglip_featurizer, "siglip")):
+        assert parts[name].keys() == module.state_dict().keys()
+        assert all(torch.equal(parts[name][k], v) for k, v in module.state_dict().items()), name

@@ -13,9 +13,10 @@ import numpy as np
 
 from .language import (Description, caption, colour_words, extremes_of, kind_words, mentions, numbers,
                        parse_caption)
-from .world import COLOURS, KINDS, Scene, extreme, holds
+from .world import COLOURS, KINDS, SIZE, Scene, extreme, holds
 
-QUESTION_TYPES = ("colour", "shape", "count", "relation", "describe")
+QUESTION_TYPES = ("colour", "shape", "count", "relation", "describe")  # what the evaluation asks
+TRAINING_ONLY_TYPES = ("where",)  # asked in training when the recipe says so (`--where-questions`), never scored
 NUMBER_NAMES = ["no", "one", "two", "three"]
 _COLOUR_Q = ["What colour is the {k}?", "What color is the {k}?", "Which colour is the {k}?",
              "What is the colour of the {k}?", "Tell me the color of the {k}."]
@@ -31,6 +32,8 @@ _RELATION_Q = {
     "below": ["Which shape is at the bottom?", "Which shape is lowest?", "Which shape is the bottommost?"],
 }
 _WHERE = {"left": "on the left", "right": "on the right", "above": "at the top", "below": "at the bottom"}
+_WHERE_Q = ["Where is the {c} {k}?", "Where is the {c} {k} in the image?", "In which part of the image is the {c} {k}?"]
+_COLUMNS, _ROWS = ("left", "middle", "right"), ("top", "middle", "bottom")
 _DESCRIBE_Q = ["Describe the image.", "What do you see?", "What is in this picture?",
                "Describe the picture in one sentence."]
 
@@ -64,7 +67,7 @@ def facts_of_description(description: Description) -> Facts:
 def ask(facts: Facts, qtype: str, rng: np.random.Generator) -> QA | None:
     """A question of this type about the facts, or None when none would be unambiguous."""
     return {"colour": _colour, "shape": _shape, "count": _count, "relation": _relation,
-            "describe": _describe}[qtype](facts, rng)
+            "describe": _describe, "where": _where}[qtype](facts, rng)
 
 
 def _pick(rng: np.random.Generator, options: list):
@@ -120,6 +123,25 @@ def _relation(facts: Facts, rng) -> QA | None:
     colour, kind = facts.objects[facts.extremes[direction]]
     answer = f"The {colour} {kind} is {_WHERE[direction]}."
     return QA("relation", _pick(rng, _RELATION_Q[direction]), answer, (colour, kind))
+
+
+def place(centre: tuple[float, float]) -> str:
+    """Which ninth of the image a centre is in, in words: "at the top left", "on the right", "in the middle"."""
+    column, row = (names[min(2, int(v * 3 / SIZE))] for v, names in zip(centre, (_COLUMNS, _ROWS)))
+    if row == "middle":
+        return "in the middle" if column == "middle" else f"on the {column}"
+    return f"at the {row}" if column == "middle" else f"at the {row} {column}"
+
+
+def _where(facts: Facts, rng) -> QA | None:
+    """Where one shape is (every shape of a scene is unique by colour and kind): each answer makes the model
+    keep a shape's position, which the relation questions compare."""
+    if facts.scene is None:
+        return None
+    shape = _pick(rng, list(facts.scene.shapes))
+    where = place(shape.centre)
+    return QA("where", _pick(rng, _WHERE_Q).format(c=shape.colour, k=shape.kind),
+              f"The {shape.colour} {shape.kind} is {where}.", where)
 
 
 def _describe(facts: Facts, rng) -> QA | None:

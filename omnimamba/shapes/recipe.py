@@ -36,6 +36,7 @@ from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
 from .pretrain import train_towers, train_vq, vq_quality
+from .records import WHERE_MIX
 from .sources import WorldRecords, encode_t2i_corpus
 from .vocab import share_unused_rows_, world_token_ids
 
@@ -77,6 +78,12 @@ class ShapesRecipe:
     cpu: bool = False
     tokenizer: str | None = None  # tokenizer.json (default: the GPT-NeoX-20B file shipped in the package)
     pretrained_from: str | None = None  # an earlier shapes model whose VQ and towers this run reuses (provenance)
+    # image chats also ask where a named shape is (records.WHERE_MIX): for the relation answers; not yet run
+    where_questions: bool = False
+
+    @property
+    def chat_mix(self) -> dict[str, float] | None:
+        return WHERE_MIX if self.where_questions else None
 
     def stages(self) -> list[tuple[str, TrainConfig]]:
         """(folder, config) of the four training stages, in order."""
@@ -116,7 +123,7 @@ def run(recipe: ShapesRecipe, out: str | Path, max_steps: int | None = None, unt
     with _timed(timings, "pretrain"):
         pretrained = pretrain(recipe, config, out / "pretrain", device)
     with _timed(timings, "init"):
-        build_init(config, pretrained, out / "init", recipe.seed, recipe.tokenizer)
+        build_init(config, pretrained, out / "init", recipe)
     with _timed(timings, "t2i_corpus"):
         register_world(recipe, config, pretrained["vq"], device, out / "t2i-corpus")
     from ..train.loop import latest_checkpoint, train
@@ -191,17 +198,16 @@ def _save(sd: dict, path: Path) -> None:
 
 
 @torch.no_grad()
-def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, seed: int,
-               tokenizer: str | None = None) -> None:
+def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, recipe: ShapesRecipe) -> None:
     """The starting point of stage 0: the training init, with the pretrained VQ and towers in place."""
     if _complete(folder):
         return
     from ..train.setup import training_init_
     from ..model import OmniMamba
 
-    model = training_init_(OmniMamba(config), seed)
+    model = training_init_(OmniMamba(config), recipe.seed)
     # the world's ~100 text ids keep their random rows; the other ~50k share one, so the shipped file stores it once
-    used = world_token_ids(config, OmniTokenizer.from_file(tokenizer), seed)
+    used = world_token_ids(config, OmniTokenizer.from_file(recipe.tokenizer), recipe.seed, chat_mix=recipe.chat_mix)
     shared = share_unused_rows_(model.backbone.embedding.weight, used)
     log.info("text table: %d rows the world uses, %d sharing one value", len(used), shared)
     model.vq.load_state_dict(pretrained["vq"], strict=True)
@@ -231,7 +237,7 @@ def register_world(recipe: ShapesRecipe, config: OmniMambaConfig, vq_sd: dict, d
                        shard_size=SHARD_SIZE)
         corpus = CodeShards(corpus_folder, config)
     sources = {"t2i": corpus,
-               "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config),
+               "mmu": WorldRecords("mmu", recipe.chat_records, recipe.seed, config, recipe.chat_mix),
                "text": WorldRecords("text", recipe.chat_records, recipe.seed, config)}
     register_source(SOURCE, lambda task, _config: sources[task])
 
@@ -289,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
     p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
     p.add_argument("--tower-where", action="store_true", help="train the towers on where things are (the third run)")
+    p.add_argument("--where-questions", action="store_true",
+                   help="image chats also ask where a named shape is (for the relation answers; not yet run)")
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--seed", type=int, default=defaults.seed)
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
                                  tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
                                  num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer,
-                                 pretrained_from=args.pretrained_from)
+                                 pretrained_from=args.pretrained_from, where_questions=args.where_questions)
     result = run(recipe, args.out, args.max_steps, args.until, args.time_limit)
     if result is None:
         print(f"stopped by the time limit; continue with the same command (--out {args.out})")

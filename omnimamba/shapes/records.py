@@ -22,6 +22,8 @@ from .world import TRAIN_COMBOS, render, sample_scene
 
 # how often each question type is drawn for an image chat (describe is the longest answer: fewer of them)
 CHAT_MIX = {"colour": 0.22, "shape": 0.22, "count": 0.2, "relation": 0.24, "describe": 0.12}
+# `--where-questions`: one turn in seven asks where a named shape is (docs/shapes-model.md, the next run)
+WHERE_MIX = {**{t: w * 6 / 7 for t, w in CHAT_MIX.items()}, "where": 1 / 7}
 TEXT_ONLY_TYPES = ("colour", "shape", "count", "relation")  # what a caption alone can answer
 MAX_TURNS = 3
 EOS_TEXT = "<|endoftext|>"  # the tokenizer reads it as the EOS id
@@ -32,26 +34,29 @@ def stream_rng(seed: int, stream: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(stream.encode())]))
 
 
-def chat_records(seed: int, text_only: float = 0.15, multi_turn: float = 0.3) -> Iterator[dict]:
+def chat_records(seed: int, text_only: float = 0.15, multi_turn: float = 0.3,
+                 mix: dict[str, float] = CHAT_MIX) -> Iterator[dict]:
     """Image chats (1 turn, or 2-3 with probability `multi_turn`) and, with probability `text_only`,
-    chats without an image whose first question carries the caption it is answered from."""
+    chats without an image whose first question carries the caption it is answered from. `mix`: how often each
+    question type of an image chat is drawn."""
     rng = stream_rng(seed, "chat")
     while True:
         scene = sample_scene(rng, TRAIN_COMBOS)
         turns = int(rng.integers(2, MAX_TURNS + 1)) if rng.random() < multi_turn else 1
         if rng.random() < text_only:
             text, description = caption(scene, rng)
-            qas = questions(facts_of_description(description), rng, turns, TEXT_ONLY_TYPES)
+            qas = questions(facts_of_description(description), rng, turns, TEXT_ONLY_TYPES, mix)
             context = text[0].upper() + text[1:] + "."
             yield {"image": None, "conversations": conversation(qas, context)}
         else:
-            qas = questions(facts_of_scene(scene), rng, turns, tuple(CHAT_MIX))
+            qas = questions(facts_of_scene(scene), rng, turns, tuple(mix), mix)
             yield {"image": render(scene), "conversations": conversation(qas)}
 
 
-def questions(facts: Facts, rng: np.random.Generator, turns: int, types: tuple[str, ...]) -> list[QA]:
+def questions(facts: Facts, rng: np.random.Generator, turns: int, types: tuple[str, ...],
+              mix: dict[str, float] = CHAT_MIX) -> list[QA]:
     """Up to `turns` questions of different types (types that would be ambiguous here are skipped)."""
-    weights = np.array([CHAT_MIX[t] for t in types])
+    weights = np.array([mix[t] for t in types])
     order = rng.choice(len(types), len(types), replace=False, p=weights / weights.sum())
     found = []
     for i in order:

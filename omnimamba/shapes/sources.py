@@ -28,18 +28,21 @@ def record_seed(seed: int, task: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, list(STREAMS).index(task), index]).generate_state(1)[0])
 
 
-def make_item(seed: int, task: str, index: int) -> dict:
-    return next(STREAMS[task](record_seed(seed, task, index)))
+def make_item(seed: int, task: str, index: int, chat_mix: dict[str, float] | None = None) -> dict:
+    """Record `index` of a task; `chat_mix` changes how image chats draw their question types (records.py)."""
+    extra = {"mix": chat_mix} if chat_mix is not None and task == "mmu" else {}
+    return next(STREAMS[task](record_seed(seed, task, index), **extra))
 
 
 class WorldRecords(Sequence):
     """`length` records of one task, made when asked for (the training data's Sequence interface)."""
 
-    def __init__(self, task: str, length: int, seed: int, config: OmniMambaConfig):
+    def __init__(self, task: str, length: int, seed: int, config: OmniMambaConfig,
+                 chat_mix: dict[str, float] | None = None):
         if task not in ("mmu", "text"):
             raise ValueError(f"WorldRecords makes 'mmu' or 'text' records, not {task!r} (t2i needs VQ codes: "
                              f"use encode_t2i_corpus)")
-        self.task, self.length, self.seed, self.config = task, length, seed, config
+        self.task, self.length, self.seed, self.config, self.chat_mix = task, length, seed, config, chat_mix
 
     def __len__(self) -> int:
         return self.length
@@ -47,7 +50,7 @@ class WorldRecords(Sequence):
     def __getitem__(self, index: int) -> Record:  # type: ignore[override]
         if not 0 <= index < self.length:
             raise IndexError(index)
-        item = make_item(self.seed, self.task, index)
+        item = make_item(self.seed, self.task, index, self.chat_mix)
         return parse_record(item, f"shapes {self.task}[{index}]", self.task, Path("."), self.config)
 
 

@@ -17,14 +17,14 @@ from ..train.records import parse_record
 from .sources import make_item
 
 
-def world_token_ids(config: OmniMambaConfig, tokenizer: OmniTokenizer, seed: int = 0,
-                    samples: int = 2000) -> list[int]:
+def world_token_ids(config: OmniMambaConfig, tokenizer: OmniTokenizer, seed: int = 0, samples: int = 2000,
+                    chat_mix: dict[str, float] | None = None) -> list[int]:
     """The text ids in `samples` training records of each task (as the batches tokenize them), the end-of-text
     id and every special id; ascending. An id the sample misses still trains: its row just starts shared."""
     builder = BatchBuilder(tokenizer, config)
     ids = {EOS_ID, *range(PAD_ID, config.padded_text_vocab)}
     for index in range(samples):
-        chat = parse_record(make_item(seed, "mmu", index), f"mmu[{index}]", "mmu", Path("."), config)
+        chat = parse_record(make_item(seed, "mmu", index, chat_mix), f"mmu[{index}]", "mmu", Path("."), config)
         ids.update(builder.chat_ids(chat.turns)[0])
         ids.update(tokenizer.encode(make_item(seed, "text", index)["text"]))
         ids.update(builder.caption_prefix(make_item(seed, "t2i", index)["caption"], dropped=False))

@@ -108,3 +108,18 @@ def test_an_earlier_models_vq_and_towers_become_the_pre_steps(tmp_path):
                          (earlier.vision_backbone.siglip_featurizer, "siglip")):
         assert parts[name].keys() == module.state_dict().keys()
         assert all(torch.equal(parts[name][k], v) for k, v in module.state_dict().items()), name
+
+
+def test_where_questions_reach_the_training_chats_only_when_the_recipe_asks(tmp_path):
+    from omnimamba.model.vq import VQModel
+    from omnimamba.shapes import recipe as shapes_recipe
+    from omnimamba.train.data import open_source
+
+    config = OmniMambaConfig.shapes()
+    vq_sd = VQModel(config.vq).state_dict()
+    for where, expected in ((False, False), (True, True)):
+        recipe = ShapesRecipe(cpu=True, t2i_corpus=2, num_workers=0, where_questions=where)
+        shapes_recipe.register_world(recipe, config, vq_sd, torch.device("cpu"), tmp_path / "t2i-corpus")
+        chats = open_source("mmu", shapes_recipe.SOURCE, config)
+        questions = [q for i in range(150) for q, _ in chats[i].turns]
+        assert any(q.startswith("Where is") or q.startswith("In which part") for q in questions) == expected

@@ -61,3 +61,32 @@ def test_longest_chats_fit_the_preset():
         longest = max(longest, len(ids))
     assert 4 + cfg.vision.num_patches + longest <= cfg.mmu_positions - 64  # room for a few more turns
     assert max(len(tok.encode(r["caption"])) for r in islice(t2i_records(1), 300)) <= cfg.caption_len
+
+
+def test_where_questions_only_when_asked_for_and_their_answers_name_the_shapes_ninth():
+    from omnimamba.shapes.questions import place
+    from omnimamba.shapes.records import WHERE_MIX
+    from omnimamba.shapes.sources import make_item
+
+    assert abs(sum(WHERE_MIX.values()) - 1) < 1e-9
+    asked = lambda records: [t["value"] for r in records for t in r["conversations"] if t["value"].startswith("Where")]  # noqa: E731
+    assert not asked(islice(chat_records(0), 200))
+    where = asked(islice(chat_records(0, mix=WHERE_MIX), 200))
+    assert len(where) > 10
+    assert [make_item(3, "mmu", 7, WHERE_MIX) for _ in range(2)][0] == make_item(3, "mmu", 7, WHERE_MIX)
+    assert (place((20, 20)), place((128, 128)), place((240, 128)), place((128, 10)), place((10, 250))) == (
+        "at the top left", "in the middle", "on the right", "at the top", "at the bottom left")
+
+
+def test_a_where_answer_holds_for_its_scene():
+    import numpy as np
+
+    from omnimamba.shapes.questions import ask, facts_of_scene, place
+    from omnimamba.shapes.world import TRAIN_COMBOS, sample_scene
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scene = sample_scene(rng, TRAIN_COMBOS)
+        qa = ask(facts_of_scene(scene), "where", rng)
+        shape = next(s for s in scene.shapes if f"the {s.colour} {s.kind}" in qa.question.lower())
+        assert qa.answer == f"The {shape.colour} {shape.kind} is {place(shape.centre)}." and qa.expected in qa.answer

@@ -77,11 +77,16 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                         "env OMNIMAMBA_BATCHING)")
     p.add_argument("--int8-decode", action="store_true", default=env("OMNIMAMBA_INT8_DECODE", "") not in ("", "0"),
                    help="decode with 8-bit copies of the weights (env OMNIMAMBA_INT8_DECODE=1)")
+    p.add_argument("--bf16-decode", action="store_true", default=env("OMNIMAMBA_BF16_DECODE", "") not in ("", "0"),
+                   help="CPU, fp32 model: decode with bf16 copies of the weights, about 1.5x faster images "
+                        "(env OMNIMAMBA_BF16_DECODE=1)")
     p.add_argument("--queue-size", type=int, default=int(env("OMNIMAMBA_QUEUE_SIZE") or QUEUE_SIZE),
                    help="requests that may wait for the GPU before new ones are refused")
     args = p.parse_args(argv)
     if args.dtype is not None and args.dtype not in DTYPES:  # argparse does not check defaults from the environment
         p.error(f"OMNIMAMBA_DTYPE must be one of {sorted(DTYPES)}, got {args.dtype!r}")
+    if args.int8_decode and args.bf16_decode:
+        p.error("--int8-decode and --bf16-decode exclude each other")
     if args.batching not in ("auto", "on", "off"):
         p.error(f"OMNIMAMBA_BATCHING must be auto, on or off, got {args.batching!r}")
     return args
@@ -119,7 +124,7 @@ def open_engine_or_fallback(args: argparse.Namespace) -> tuple[Engine, "ModelCho
 
     try:
         return open_engine(args.model, args.revision, args.device, args.dtype, args.tokenizer, args.offline,
-                           batching, args.int8_decode)
+                           batching, args.int8_decode, args.bf16_decode)
     except AssetUnavailable as exc:
         if (args.model or AUTO) != AUTO:
             raise

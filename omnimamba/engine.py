@@ -50,18 +50,24 @@ class Engine:
     def __init__(self, model: OmniMamba, tokenizer: OmniTokenizer, label: str = "OmniMamba-1.3B",
                  max_sessions: int = 1024, max_live_states: int = 16, use_cuda_graphs: bool | None = None,
                  sessions_per_owner: int = 32, batching: bool = False,
-                 image_defaults: ImageDefaults = ImageDefaults(), int8_decode: bool = False):
+                 image_defaults: ImageDefaults = ImageDefaults(), int8_decode: bool = False,
+                 bf16_decode: bool = False):
         """batching: serve concurrent requests through one scheduler (scheduler.py) that steps them together;
         otherwise one request at a time under `lock`. Streams, events and errors are the same either way.
         image_defaults: the text-to-image settings the model suggests (its checkpoint's; the app and CLI start
         from them). int8_decode: decode steps read 8-bit copies of the weights (model/quant.py; half the bytes,
-        changed logits: docs/benchmarks.md; the prefill keeps the model's weights)."""
+        changed logits: docs/benchmarks.md; the prefill keeps the model's weights). bf16_decode: an fp32 model on
+        the CPU decodes from bf16 copies (exact for a model trained in bf16, such as the shapes model; each
+        product's input rounded to bf16; about 1.5x faster images on a 2-core CPU: docs/shapes-model.md)."""
+        if int8_decode and bf16_decode:
+            raise ValueError("choose one of int8_decode and bf16_decode")
         self.model, self.tokenizer, self.label = model, tokenizer, label
         self.image_defaults = image_defaults
         if not model.lora_merged:  # serving only: keep the merged task weights, drop W and the LoRA factors
             model.merge_lora(release_unmerged=True)
-        if int8_decode and not model.decode_int8:
-            model.quantize_decode()
+        copies = "int8" if int8_decode else "bf16" if bf16_decode else None
+        if copies is not None and model.decode_copies != copies:
+            model.quantize_decode(copies)
         self.runner = ModelRunner(model, use_cuda_graphs)
         self.lock = threading.Lock()
         self.sessions = SessionStore(sessions_per_owner, max_sessions, max_live_states)
@@ -109,7 +115,7 @@ class Engine:
             "vram_total_gib": torch.cuda.get_device_properties(self.device).total_memory / 2**30 if cuda else None,
             "caption_tokens": self.model.config.caption_len, "image_size": self.model.config.image_size,
             "chat_positions": self.model.config.mmu_positions, "batching": self.scheduler is not None,
-            "decode_weights": "int8" if self.model.decode_int8 else str(self.model.dtype).removeprefix("torch."),
+            "decode_weights": self.model.decode_copies or str(self.model.dtype).removeprefix("torch."),
             "image_defaults": dataclasses.asdict(self.image_defaults),
         }
 

@@ -134,7 +134,7 @@ def test_a_real_process_prints_one_error_line_and_no_traceback(tmp_path):
     assert len(errors) == 1 and "temperature" in errors[0], run.stderr
 
 
-def test_int8_decode_reaches_the_engine(monkeypatch, tmp_path):
+def test_int8_and_bf16_decode_reach_the_engine(monkeypatch, tmp_path):
     from omnimamba.engine import Engine
 
     engines = []
@@ -146,3 +146,6 @@ def test_int8_decode_reaches_the_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(Engine, "__init__", keep)
     main(["generate", "--model", "tiny-random", "--prompt", "a cat", "--out", str(tmp_path), "--int8-decode"])
     assert engines[-1].info()["decode_weights"] == "int8" and (tmp_path / "image_0.png").is_file()
+    main(["generate", "--model", "tiny-random", "--prompt", "a cat", "--out", str(tmp_path / "b"), "--bf16-decode",
+          "--device", "cpu"])
+    assert engines[-1].info()["decode_weights"] == "bf16" and (tmp_path / "b" / "image_0.png").is_file()

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..config import OmniMambaConfig
 from . import kernels
 from .lora import TASKS, TaskLoRALinear
-from .quant import Int8Rows, Int8Weight
+from .quant import DECODE_COPIES, DecodeWeight
 from .ssd import conv_state_after
 
 
@@ -54,24 +54,32 @@ class Mamba2Mixer(nn.Module):
                                 padding=cfg.d_conv - 1, bias=True, **kw)
         self.norm = RMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False, **kw)
-        self.int8: nn.ModuleDict | None = None  # 8-bit decode weights, opt-in (`quantize_decode`)
+        # decode weights in fewer bytes, opt-in (`quantize_decode`): {"kind": ..., matrices} or None
+        self.decode_copies: nn.ModuleDict | None = None
+        self.decode_kind: str | None = None
 
-    def quantize_decode(self) -> None:
-        """Keep 8-bit copies of the weights a decode step streams: each merged task in_proj and out_proj."""
+    def quantize_decode(self, kind: str = "int8") -> None:
+        """Keep `kind` copies (quant.DECODE_COPIES) of the weights a decode step streams: each merged task in_proj
+        and out_proj."""
         tasks = [t for t in TASKS if self.in_proj.merged_weight(t) is not None]
         if not tasks:
-            raise RuntimeError("8-bit decode weights are made from merged LoRA weights: call merge_lora() first")
-        self.int8 = nn.ModuleDict({**{f"in_proj_{t}": Int8Rows(self.in_proj.merged_weight(t)) for t in tasks},
-                                   "out_proj": Int8Rows(self.out_proj.weight)})
+            raise RuntimeError("decode copies are made from merged LoRA weights: call merge_lora() first")
+        rows = DECODE_COPIES[kind]
+        self.decode_copies = nn.ModuleDict({**{f"in_proj_{t}": rows(self.in_proj.merged_weight(t)) for t in tasks},
+                                           "out_proj": rows(self.out_proj.weight)})
+        self.decode_kind = kind
 
-    def decode_in_weight(self, task: str) -> "Tensor | Int8Weight":
-        if self.int8 is not None and f"in_proj_{task}" in self.int8:
-            return self.int8[f"in_proj_{task}"].weight(self.out_proj.weight.dtype)
+    def drop_decode_copies(self) -> None:
+        self.decode_copies, self.decode_kind = None, None
+
+    def decode_in_weight(self, task: str) -> DecodeWeight:
+        if self.decode_copies is not None and f"in_proj_{task}" in self.decode_copies:
+            return self.decode_copies[f"in_proj_{task}"].weight(self.out_proj.weight.dtype)
         return self.in_proj.decode_weight(task)
 
-    def decode_out_weight(self) -> "Tensor | Int8Weight":
-        if self.int8 is not None:
-            return self.int8["out_proj"].weight(self.out_proj.weight.dtype)
+    def decode_out_weight(self) -> DecodeWeight:
+        if self.decode_copies is not None:
+            return self.decode_copies["out_proj"].weight(self.out_proj.weight.dtype)
         return self.out_proj.weight
 
     @property

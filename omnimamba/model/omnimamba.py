@@ -74,23 +74,35 @@ class OmniMamba(nn.Module):
             layer.mixer.in_proj.merge(tasks, release_unmerged)
         return self
 
-    def quantize_decode(self) -> "OmniMamba":
-        """Opt-in 8-bit decode weights (model/quant.py): each layer's merged in_proj and out_proj as int8 rows
-        with per-row scales, used by every decode step from now on (prefill and training keep the 16-bit ones).
-        Call after merge_lora() and after choosing the dtype. Costs 1.3 GB more memory for the 1.3B model."""
+    def quantize_decode(self, kind: str = "int8") -> "OmniMamba":
+        """Opt-in decode weights in fewer bytes (model/quant.py), used by every decode step from now on (prefill
+        and training keep the model's weights). Call after merge_lora() and after choosing dtype and device.
+        "int8": each layer's merged in_proj and out_proj as int8 rows with per-row scales (1.3 GB more memory
+        for the 1.3B). "bf16": bf16 copies for an fp32 model on the CPU (a bf16 model is that already; on a GPU,
+        load the model in bf16)."""
+        if kind not in ("int8", "bf16"):
+            raise ValueError(f"decode copies are 'int8' or 'bf16', not {kind!r}")
+        if kind == "bf16" and (self.dtype != torch.float32 or self.device.type != "cpu"):
+            raise ValueError(f"bf16 decode copies are for an fp32 model on the CPU; this one is {self.dtype} on "
+                             f"{self.device.type} (on a GPU, load the model in bf16)")
         for layer in self.backbone.layers:
-            layer.mixer.quantize_decode()
+            layer.mixer.quantize_decode(kind)
         return self
 
     def unquantize_decode(self) -> "OmniMamba":
-        """Drop the 8-bit decode weights: decode steps read the model's own weights again."""
+        """Drop the decode copies: decode steps read the model's own weights again."""
         for layer in self.backbone.layers:
-            layer.mixer.int8 = None
+            layer.mixer.drop_decode_copies()
         return self
 
     @property
+    def decode_copies(self) -> str | None:
+        """The kind of decode copies in use ("int8", "bf16") or None."""
+        return self.backbone.layers[0].mixer.decode_kind
+
+    @property
     def decode_int8(self) -> bool:
-        return self.backbone.layers[0].mixer.int8 is not None
+        return self.decode_copies == "int8"
 
     def unmerge_lora(self) -> "OmniMamba":
         for layer in self.backbone.layers:

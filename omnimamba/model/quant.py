@@ -1,13 +1,16 @@
-"""8-bit decode weights (opt-in): each matrix the decode step streams stored as int8 rows with one fp32 scale
-per row (output channel), w ~ q * scale. A batch-1 step is bound by reading its weights, so half the bytes is
-the point; the prefill and training keep the 16-bit weights.
+"""Decode weights in fewer bytes (opt-in). A batch-1 step is bound by reading its weights, so fewer bytes is the
+point; the prefill and training keep the model's weights.
+  8-bit (GPU and CPU): each matrix the decode step streams as int8 rows with one fp32 scale per row (output
+  channel), w ~ q * scale.
+  bf16 copies of an fp32 model (CPU): each product's input rounded to bf16, as a bf16 model's are; exact weights
+  for a model trained in bf16 (the shapes model), and half the bytes the CPU streams from memory each step.
 
 Symmetric per-row quantization, scale = max |w_row| / 127: no calibration data, and every row's error is
 bounded by half a step of its own scale.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +38,25 @@ class Int8Weight(NamedTuple):
         return self.q.nbytes + self.scale.nbytes
 
 
-def linear(x: Tensor, weight: "Tensor | Int8Weight") -> Tensor:
-    """x @ weight.T for a 16/32-bit weight (in x's dtype) or an 8-bit one (in fp32: its rows, then the scales)."""
+class Bf16Weight(NamedTuple):
+    w: Tensor  # (n, k) bf16
+    dtype: torch.dtype  # the model's dtype: what the product returns
+
+    @property
+    def nbytes(self) -> int:
+        return self.w.nbytes
+
+
+DecodeWeight = Union[Tensor, Int8Weight, Bf16Weight]
+
+
+def linear(x: Tensor, weight: DecodeWeight) -> Tensor:
+    """x @ weight.T for a 16/32-bit weight (in x's dtype), an 8-bit one (in fp32: its rows, then the scales) or
+    a bf16 copy (in fp32, from x rounded to bf16)."""
     if isinstance(weight, Int8Weight):
         return F.linear(x.float(), weight.q.float()) * weight.scale.float()
+    if isinstance(weight, Bf16Weight):
+        return F.linear(x.to(torch.bfloat16), weight.w).float()
     return F.linear(x, weight)
 
 
@@ -54,3 +72,17 @@ class Int8Rows(nn.Module):
 
     def weight(self, dtype: torch.dtype) -> Int8Weight:
         return Int8Weight(self.q, self.scale, dtype)
+
+
+class Bf16Rows(nn.Module):
+    """A `Bf16Weight` held as a buffer (derived, never saved); for an fp32 model on the CPU."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.register_buffer("w", weight.detach().to(torch.bfloat16), persistent=False)
+
+    def weight(self, dtype: torch.dtype) -> Bf16Weight:
+        return Bf16Weight(self.w, dtype)
+
+
+DECODE_COPIES = {"int8": Int8Rows, "bf16": Bf16Rows}  # kind -> the module that holds one matrix's copy

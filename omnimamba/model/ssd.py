@@ -110,7 +110,7 @@ def add_rms_norm_ref(hidden: Tensor, residual: Tensor | None, weight: Tensor, ep
 
 
 def norm_linear_ref(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
-                    weight: "Tensor | quant.Int8Weight", eps: float, out_dtype: torch.dtype) -> Tensor:
+                    weight: "quant.DecodeWeight", eps: float, out_dtype: torch.dtype) -> Tensor:
     """RMSNorm(residual_in + hidden) @ weight.T, the normed input rounded to hidden's dtype first; writes the new
     residual into `residual_out` when given."""
     normed, r = add_rms_norm_ref(hidden, residual_in, norm_weight, eps)
@@ -136,7 +136,7 @@ def ssm_step_ref(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_b
     return y.reshape(b, d_inner) * F.silu(z.float())
 
 
-def gated_norm_linear_ref(g: Tensor, norm_weight: Tensor, weight: "Tensor | quant.Int8Weight", eps: float,
+def gated_norm_linear_ref(g: Tensor, norm_weight: Tensor, weight: "quant.DecodeWeight", eps: float,
                           zxbcdt: Tensor, conv_state: Tensor, d_inner: int, d_state: int) -> Tensor:
     """out_proj(RMSNorm(g) * norm_weight) in weight's dtype; shifts the B/C lanes of conv_state in place."""
     bc_lanes = conv_state[:, d_inner:d_inner + 2 * d_state]  # conv lane c holds zxbcdt lane d_inner + c

@@ -79,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--bf16-decode", action="store_true", help="CPU: decode from bf16 copies of the weights")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    engine = Engine.load(args.model, device=args.device)
+    engine = Engine.load(args.model, device=args.device, bf16_decode=args.bf16_decode)
     report = evaluate(engine, args.chat, args.t2i, args.seed, args.greedy_first, args.guidance)
     text = json.dumps(report, indent=2)
     if args.out:

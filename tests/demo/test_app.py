@@ -325,6 +325,10 @@ def test_flags_fall_back_to_environment_variables(monkeypatch):
     assert not args.int8_decode and parse_args(["--int8-decode"]).int8_decode
     monkeypatch.setenv("OMNIMAMBA_INT8_DECODE", "1")
     assert parse_args([]).int8_decode
+    monkeypatch.delenv("OMNIMAMBA_INT8_DECODE")
+    assert not args.bf16_decode and parse_args(["--bf16-decode"]).bf16_decode
+    with pytest.raises(SystemExit):
+        parse_args(["--bf16-decode", "--int8-decode"])
 
 
 # ---------------------------------------------------------------------------------------------- compare

@@ -2,6 +2,7 @@
 them stays close to the 16/32-bit model (the GPU kernels' own check is in test_kernels_interpret.py)."""
 import copy
 
+import pytest
 import torch
 
 from omnimamba import OmniMamba, OmniMambaConfig
@@ -49,3 +50,45 @@ def test_an_engine_asked_for_8bit_decode_weights_says_so_and_answers(tiny_model,
     assert engine.info()["decode_weights"] == "int8"
     events = list(engine.chat(engine.new_session(None), "Hello", SamplingParams(), 5))
     assert events[-1].done and len(events) == 5
+
+
+def test_bf16_decode_copies_are_exact_for_a_bf16_trained_model_and_round_only_the_inputs():
+    """An fp32 model whose weights are bf16 values (a file trained and shipped in bf16, as the shapes model):
+    bf16 copies hold the same weights, so decoding from them differs from the fp32 model only by each
+    product's input rounded to bf16; the prefill and the checkpoint keys are untouched."""
+    model = init_random_(OmniMamba(OmniMambaConfig.tiny()), seed=3).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())  # the values a bf16 file holds
+    model.merge_lora()
+    keys = list(model.state_dict())
+    b16 = copy.deepcopy(model).quantize_decode("bf16")
+    assert b16.decode_copies == "bf16" and not b16.decode_int8 and list(b16.state_dict()) == keys
+    mixer = b16.backbone.layers[0].mixer
+    assert torch.equal(mixer.decode_out_weight().w.float(), model.backbone.layers[0].mixer.out_proj.weight)
+    x = torch.randn(2, 12, model.config.d_model)
+    for task in ("t2i", "mmu"):
+        full, half = _steps(model, x, task), _steps(b16, x, task)
+        err = ((half - full).norm() / full.norm()).item()
+        assert 0 < err < 0.02, (task, err)
+    assert b16.unquantize_decode().decode_copies is None
+
+
+def test_bf16_decode_copies_are_refused_where_they_make_no_sense():
+    model = init_random_(OmniMamba(OmniMambaConfig.tiny()), seed=3).eval().merge_lora()
+    with pytest.raises(ValueError, match="fp32 model on the CPU"):
+        copy.deepcopy(model).to(torch.bfloat16).quantize_decode("bf16")
+    with pytest.raises(ValueError, match="'int8' or 'bf16'"):
+        model.quantize_decode("fp8")
+
+
+def test_an_engine_asked_for_bf16_decode_copies_says_so_and_answers(tiny_model, tokenizer):
+    from omnimamba.engine import Engine
+    from omnimamba.sampling import SamplingParams
+
+    engine = Engine(copy.deepcopy(tiny_model), tokenizer, use_cuda_graphs=False, bf16_decode=True)
+    assert engine.info()["decode_weights"] == "bf16"
+    events = list(engine.chat(engine.new_session(None), "Hello", SamplingParams(), 5))
+    assert events[-1].done and len(events) == 5
+    with pytest.raises(ValueError, match="one of"):
+        Engine(copy.deepcopy(tiny_model), tokenizer, use_cuda_graphs=False, bf16_decode=True, int8_decode=True)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..quant import Int8Weight
+from ..quant import Bf16Weight, DecodeWeight, Int8Weight
 from ..ssd import gated_norm_linear_ref, norm_linear_ref, ssm_step_ref
 from .autograd import refuse_grad
 from .dispatch import interpreting, tl, triton, use_triton
@@ -48,7 +48,7 @@ Gemv = Literal["auto", "fused", "fused-serial", "cublas"]
 GEMV_MODES: tuple[str, ...] = ("auto", "fused", "fused-serial", "cublas")
 
 
-def _fused_gemv(x: Tensor, weight: "Tensor | Int8Weight", gemv: Gemv) -> bool:
+def _fused_gemv(x: Tensor, weight: DecodeWeight, gemv: Gemv) -> bool:
     if gemv not in GEMV_MODES:
         raise ValueError(f"gemv mode {gemv!r} is not one of {GEMV_MODES}")
     # the fused kernels hold a whole input row in registers (tl.arange needs a power of two): the 1.3B's 2048
@@ -88,22 +88,24 @@ def _has_pdl(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9  # Hopper (sm_90) and later
 
 
-def _gemv_rows(k: int, weight: "Tensor | Int8Weight") -> int:
+def _gemv_rows(k: int, weight: DecodeWeight) -> int:
     """Weight rows per program: a (rows x k) tile of 32 KB, loaded at once (16 K elements in bf16)."""
     return max(1, 32768 // (k * _matrix(weight).element_size()))
 
 
-def _matrix(weight: "Tensor | Int8Weight") -> Tensor:
+def _matrix(weight: DecodeWeight) -> Tensor:
+    if isinstance(weight, Bf16Weight):
+        return weight.w
     return weight.q if isinstance(weight, Int8Weight) else weight
 
 
-def _scales(weight: "Tensor | Int8Weight") -> Tensor:
+def _scales(weight: DecodeWeight) -> Tensor:
     """The per-row scales of an 8-bit weight; for a 16-bit one any pointer (the kernel does not read it)."""
     return weight.scale if isinstance(weight, Int8Weight) else weight
 
 
 def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor | None, norm_weight: Tensor,
-                weight: "Tensor | Int8Weight", eps: float, out_dtype: torch.dtype | None = None,
+                weight: DecodeWeight, eps: float, out_dtype: torch.dtype | None = None,
                 gemv: Gemv = "auto") -> Tensor:
     """out = RMSNorm(residual_in + hidden) @ weight.T for one token per row.
 
@@ -164,7 +166,7 @@ def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias:
                         d_inner, d_state, headdim)
 
 
-def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: "Tensor | Int8Weight", eps: float, zxbcdt: Tensor,
+def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: DecodeWeight, eps: float, zxbcdt: Tensor,
                       conv_state: Tensor, d_inner: int, d_state: int, gemv: Gemv = "auto") -> Tensor:
     """out_proj(RMSNorm(g) * norm_weight) in weight's (the model's) dtype; also shifts the B/C lanes of
     conv_state, which every head of `ssm_step` has read by now."""

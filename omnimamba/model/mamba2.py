@@ -54,7 +54,7 @@ class Mamba2Mixer(nn.Module):
                                 padding=cfg.d_conv - 1, bias=True, **kw)
         self.norm = RMSNorm(cfg.d_inner, cfg.norm_eps, **kw)
         self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False, **kw)
-        # decode weights in fewer bytes, opt-in (`quantize_decode`): {"kind": ..., matrices} or None
+        # decode weights in fewer bytes, opt-in (`quantize_decode`): one copy per streamed matrix, of one kind
         self.decode_copies: nn.ModuleDict | None = None
         self.decode_kind: str | None = None
 

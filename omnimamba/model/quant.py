@@ -5,8 +5,8 @@ point; the prefill and training keep the model's weights.
   bf16 copies of an fp32 model (CPU): each product's input rounded to bf16, as a bf16 model's are; exact weights
   for a model trained in bf16 (the shapes model), and half the bytes the CPU streams from memory each step.
 
-Symmetric per-row quantization, scale = max |w_row| / 127: no calibration data, and every row's error is
-bounded by half a step of its own scale.
+The 8-bit rows: symmetric per-row quantization, scale = max |w_row| / 127: no calibration data, and every row's
+error is bounded by half a step of its own scale.
 """
 from __future__ import annotations
 

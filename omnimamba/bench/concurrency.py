@@ -10,7 +10,10 @@ model, no download; the answers are noise, so chats run to --max-new-tokens).
 
 `--host-only` (batching only): the batched decode step does no device work (its tokens stay as they are), so
 what is timed per turn is the serving thread and the requests' consumers, the Python a GPU step has to hide.
+`--step-ms MS` with it: reading a step's tokens waits until MS after its launch, with the interpreter free, as a
+GPU step of that length would (the scheduler's overlap, reproduced on any machine).
     python -m omnimamba.bench.concurrency --host-only --task chat --users 1 8 16     (any machine, a second)
+    python -m omnimamba.bench.concurrency --host-only --step-ms 2.1 --task chat --users 8
 """
 from __future__ import annotations
 
@@ -35,6 +38,21 @@ def load(model: str, batching: bool) -> Engine:
         net = random_model(OmniMambaConfig.official(), "cuda", torch.bfloat16)
         return Engine(net, OmniTokenizer.from_file(None), label="random 1.3B", batching=batching)
     return Engine.load(model, batching=batching)
+
+
+def stand_in_for_the_device(graph, step_s: float) -> None:
+    """A batch graph whose step does no device work and whose tokens are readable `step_s` after the launch."""
+    read_after = graph.tokens_after_step
+    graph.step = lambda layout, sampling: None
+
+    def tokens_after_step(size: int):
+        launched, read = time.perf_counter(), read_after(size)
+
+        def wait_then_read() -> list[int]:
+            time.sleep(max(0.0, launched + step_s - time.perf_counter()))
+            return read()
+        return wait_then_read
+    graph.tokens_after_step = tokens_after_step
 
 
 def one(engine: Engine, task: str, i: int, max_new_tokens: int) -> dict:
@@ -77,13 +95,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--out")
     p.add_argument("--host-only", action="store_true", help="no device work in the batched step (see above)")
+    p.add_argument("--step-ms", type=float, default=0.0, help="with --host-only: the step time to stand in for")
     args = p.parse_args(argv)
+    if args.step_ms and not args.host_only:
+        p.error("--step-ms stands in for the device step: it needs --host-only")
     rows = []
     for batching in (True,) if args.host_only else (True, False):
         engine = load(args.model, batching)
         if args.host_only:
             for batch in engine.scheduler.batches.values():
-                batch.graph.step = lambda layout, sampling: None
+                stand_in_for_the_device(batch.graph, args.step_ms / 1000)
         for task in args.task:
             run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
             for users in args.users:

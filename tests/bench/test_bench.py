@@ -67,3 +67,9 @@ def test_the_concurrency_benchmark_reports_each_user_count_and_the_host_cost_per
     assert all(r["ms_per_turn"] > 0 for r in rows if r["batching"]) and json.loads(out.read_text()) == rows
     host = concurrency.main(["--host-only", "--task", "chat", "--users", "2", "--max-new-tokens", "4"])
     assert len(host) == 1 and host[0]["batching"] and host[0]["tokens_per_s"] > 0
+    # a stand-in step of 20 ms: no turn can be shorter than the step it waits for
+    slow = concurrency.main(["--host-only", "--step-ms", "20", "--task", "chat", "--users", "2",
+                             "--max-new-tokens", "4"])
+    assert slow[0]["ms_per_turn"] >= 20
+    with pytest.raises(SystemExit):
+        concurrency.main(["--step-ms", "2"])

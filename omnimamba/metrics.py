@@ -10,6 +10,10 @@ from dataclasses import dataclass
 import torch
 
 GIB = 1024**3
+# how often a request's VRAM figures are read (and always at its end): torch.cuda.memory_allocated() builds and
+# sorts the allocator's whole statistics table in Python each call, and a snapshot is taken per chat token of
+# every request, holding the interpreter lock that the batching scheduler needs between steps
+VRAM_EVERY_S = 0.25
 
 
 @dataclass
@@ -43,6 +47,9 @@ class RequestMeter:
         self.sync = sync and self.cuda
         name = torch.cuda.get_device_name(device) if self.cuda else "CPU"
         self.m = RequestMetrics(task=task, device=name, dtype=str(dtype).removeprefix("torch."), backend=backend)
+        if self.cuda:
+            self.m.vram_total_gib = torch.cuda.get_device_properties(device).total_memory / GIB
+        self.vram_read_at: float | None = None
         if self.sync:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -71,10 +78,13 @@ class RequestMeter:
             self.m.ms_per_step = 1000 * elapsed / self.m.steps
 
     def snapshot(self, done: bool = False, stop_reason: str | None = None) -> RequestMetrics:
-        self.m.total_s = self._now() - self.t0
+        now = self._now()
+        self.m.total_s = now - self.t0
         self.m.done, self.m.stop_reason = done, stop_reason or self.m.stop_reason
-        if self.cuda:
-            self.m.peak_vram_gib = torch.cuda.max_memory_allocated(self.device) / GIB
-            self.m.vram_in_use_gib = torch.cuda.memory_allocated(self.device) / GIB
-            self.m.vram_total_gib = torch.cuda.get_device_properties(self.device).total_memory / GIB
+        if self.cuda and (done or self.vram_read_at is None or now - self.vram_read_at >= VRAM_EVERY_S):
+            stats = torch.cuda.memory_stats_as_nested_dict(self.device)  # one read ({} before CUDA starts)
+            allocated = stats.get("allocated_bytes", {}).get("all", {})
+            self.m.peak_vram_gib = allocated.get("peak", 0) / GIB
+            self.m.vram_in_use_gib = allocated.get("current", 0) / GIB
+            self.vram_read_at = now
         return copy.copy(self.m)  # shallow (every field is a number or a string): runs per token per request

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .. import checkpoint
 from ..config import EOI_ID, MMU_ID, SOI_ID, SOT_ID, OmniMambaConfig
 from .backbone import FusedMLPProjector, InferenceState, MambaLM
+from .quant import DECODE_COPIES
 from .vision import PixelValues, VisionBackbone
 from .vq import VQModel
 
@@ -80,8 +81,8 @@ class OmniMamba(nn.Module):
         "int8": each layer's merged in_proj and out_proj as int8 rows with per-row scales (1.3 GB more memory
         for the 1.3B). "bf16": bf16 copies for an fp32 model on the CPU (a bf16 model is that already; on a GPU,
         load the model in bf16)."""
-        if kind not in ("int8", "bf16"):
-            raise ValueError(f"decode copies are 'int8' or 'bf16', not {kind!r}")
+        if kind not in DECODE_COPIES:
+            raise ValueError(f"decode copies are one of {' or '.join(map(repr, DECODE_COPIES))}, not {kind!r}")
         if kind == "bf16" and (self.dtype != torch.float32 or self.device.type != "cpu"):
             raise ValueError(f"bf16 decode copies are for an fp32 model on the CPU; this one is {self.dtype} on "
                              f"{self.device.type} (on a GPU, load the model in bf16)")

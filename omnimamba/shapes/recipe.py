@@ -35,6 +35,7 @@ from ..tokenizer import OmniTokenizer
 from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
+from .grid_positions import write_grid_positions_
 from .pretrain import train_towers, train_vq, vq_quality
 from .records import WHERE_MIX
 from .sources import WorldRecords, encode_t2i_corpus
@@ -78,8 +79,10 @@ class ShapesRecipe:
     cpu: bool = False
     tokenizer: str | None = None  # tokenizer.json (default: the GPT-NeoX-20B file shipped in the package)
     pretrained_from: str | None = None  # an earlier shapes model whose VQ and towers this run reuses (provenance)
-    # image chats also ask where a named shape is (records.WHERE_MIX): for the relation answers; not yet run
-    where_questions: bool = False
+    # image chats also ask where a named shape is (records.WHERE_MIX): for the relation answers (the fifth run)
+    where_questions: bool = True
+    # the image rows of both position tables start as a 2-D sin-cos grid (grid_positions.py; the fifth run)
+    grid_positions: bool = True
 
     @property
     def chat_mix(self) -> dict[str, float] | None:
@@ -206,6 +209,8 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, recipe: 
     from ..model import OmniMamba
 
     model = training_init_(OmniMamba(config), recipe.seed)
+    if recipe.grid_positions:
+        write_grid_positions_(model, config)
     # the world's ~100 text ids keep their random rows; the other ~50k share one, so the shipped file stores it once
     used = world_token_ids(config, OmniTokenizer.from_file(recipe.tokenizer), recipe.seed, chat_mix=recipe.chat_mix)
     shared = share_unused_rows_(model.backbone.embedding.weight, used)
@@ -295,27 +300,40 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vq-seconds", type=float, default=defaults.vq_seconds)
     p.add_argument("--tower-seconds", type=float, default=defaults.tower_seconds)
     p.add_argument("--tower-where", action="store_true", help="train the towers on where things are (the third run)")
-    p.add_argument("--where-questions", action="store_true",
-                   help="image chats also ask where a named shape is (for the relation answers; not yet run)")
+    p.add_argument("--no-where-questions", dest="where_questions", action="store_false",
+                   help="image chats do not ask where a named shape is (the first four runs)")
+    p.add_argument("--random-positions", dest="grid_positions", action="store_false",
+                   help="the position tables start random, not as a grid (the first four runs)")
+    p.add_argument("--batch", default=",".join(map(str, defaults.batch)),
+                   help="samples per step: stage0 text, stage1 chats, images (stage1 and 2), stage2 chats")
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: the shipped GPT-NeoX-20B file)")
     args = p.parse_args(argv)
-    steps = tuple(int(s) for s in args.steps.split(","))
-    if len(steps) != 4:
-        raise SystemExit(f"error: --steps takes four numbers (stage0,stage1-mmu,stage1-t2i,stage2), got {args.steps}")
+    steps, batch = _four(args.steps, "--steps"), _four(args.batch, "--batch")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     recipe = dataclasses.replace(defaults, steps=steps, vq_seconds=args.vq_seconds, tower_seconds=args.tower_seconds,
                                  tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
                                  num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer,
-                                 pretrained_from=args.pretrained_from, where_questions=args.where_questions)
+                                 pretrained_from=args.pretrained_from, where_questions=args.where_questions,
+                                 grid_positions=args.grid_positions, batch=batch)
     result = run(recipe, args.out, args.max_steps, args.until, args.time_limit)
     if result is None:
         print(f"stopped by the time limit; continue with the same command (--out {args.out})")
     else:
         print(f"stopped after {args.until}: {result}" if args.until else f"shipped: {result}")
+
+
+def _four(text: str, option: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise SystemExit(f"error: {option} takes four positive whole numbers, comma-separated, got {text!r}")
+    return values
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_every_step_runs_and_ships_a_bf16_model_with_its_config(tmp_path):
         assert {f.get_tensor(k).dtype for k in f.keys() if k != TEXT_TABLE + KEPT_IDS} == {torch.bfloat16}
         assert json.loads(f.metadata()["recipe"])["steps"] == [1, 1, 1, 1]
     # the text rows the world never uses started equal, stayed equal through training, and are stored once
-    used = world_token_ids(OmniMambaConfig.shapes(), OmniTokenizer.from_file())
+    used = world_token_ids(OmniMambaConfig.shapes(), OmniTokenizer.from_file(), chat_mix=recipe.chat_mix)
     assert set(kept_ids.tolist()) <= set(used)
     assert shipped.stat().st_size <= 40_000_000  # what ships inside the package
     model = checkpoints.load_trained(shipped, "cpu", torch.float32)  # strict: every key
@@ -123,3 +123,27 @@ def test_where_questions_reach_the_training_chats_only_when_the_recipe_asks(tmp_
         chats = open_source("mmu", shapes_recipe.SOURCE, config)
         questions = [q for i in range(150) for q, _ in chats[i].turns]
         assert any(q.startswith("Where is") or q.startswith("In which part") for q in questions) == expected
+
+
+def test_the_init_starts_the_image_positions_as_a_grid_unless_asked_not_to(tmp_path):
+    from omnimamba.shapes.grid_positions import MMU_IMAGE_START, sincos_grid
+    from omnimamba.shapes.recipe import build_init
+
+    config = OmniMambaConfig.shapes()
+    donor = OmniMamba(config)
+    parts = {"vq": donor.vq.state_dict(), "dino": donor.vision_backbone.dino_featurizer.state_dict(),
+             "siglip": donor.vision_backbone.siglip_featurizer.state_dict()}
+    grid = sincos_grid(config.vision.image_size // config.vision.patch_size, config.d_model)
+    rows = slice(MMU_IMAGE_START, MMU_IMAGE_START + len(grid))
+    for on in (True, False):
+        folder = tmp_path / str(on)
+        build_init(config, parts, folder, ShapesRecipe(cpu=True, grid_positions=on))
+        sd, _ = checkpoints.read(folder)
+        assert torch.equal(sd["llm_backbone.mamba.backbone.mmu_pos_embed"][0, rows], grid) == on
+
+
+def test_the_recipe_command_names_a_bad_batch_option():
+    from omnimamba.shapes.recipe import main
+
+    with pytest.raises(SystemExit, match="--batch takes four positive whole numbers"):
+        main(["--batch", "128,64,0,64"])

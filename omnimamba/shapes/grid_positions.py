@@ -1,0 +1,49 @@
+"""Start the image rows of both position tables as a 2-D sine-cosine grid (the shapes recipe's init).
+
+The backbone reads an image patch by patch, row by row. Which row a patch is in, it can tell from the order; which
+column, only from the position table, whose rows start random and must learn the grid. Relations along a row
+(left-most, "to the left of") were the shapes model's weakest answers and drawings (docs/shapes-model.md), so the
+recipe starts the image rows with the grid written in (MAE's fixed 2-D sin-cos code, here only a starting
+point: the tables train as before). Same parameters and shapes as the official model; only their init differs.
+
+    mmu_pos_embed[2 + i]         patch i of the chat image ([mmu][soi] come first)
+    pos_embed[prefix_len + j]    image token j, fed to predict token j + 1 (the prefix ends with [soi])
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..config import OmniMambaConfig
+from ..model import OmniMamba
+
+MMU_IMAGE_START = 2  # [mmu][soi], then the patches
+AMPLITUDE = 0.05  # next to the tables' random init (0.02 randn): a clear signal that training can still reshape
+
+
+def sincos_grid(grid: int, dim: int, amplitude: float = AMPLITUDE) -> Tensor:
+    """(grid * grid, dim) in raster order: the first half of the channels codes the row, the second the column,
+    each as sines and cosines of geometric frequencies."""
+    if dim % 4:
+        raise ValueError(f"dim must be a multiple of 4, got {dim}")
+    quarter = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter))  # 1 .. 1/100 per cell
+
+    def code(coord: Tensor) -> Tensor:
+        angles = coord[:, None].double() * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    index = torch.arange(grid * grid)
+    rows, cols = index // grid, index % grid
+    return (amplitude * torch.cat([code(rows), code(cols)], dim=1)).float()
+
+
+@torch.no_grad()
+def write_grid_positions_(model: OmniMamba, config: OmniMambaConfig) -> None:
+    """Overwrite the image rows of `mmu_pos_embed` and `pos_embed` with the grid of their patches / tokens."""
+    backbone = model.backbone
+    mmu = sincos_grid(config.vision.image_size // config.vision.patch_size, config.d_model)
+    backbone.mmu_pos_embed[0, MMU_IMAGE_START:MMU_IMAGE_START + len(mmu)] = mmu.to(backbone.mmu_pos_embed)
+    t2i = sincos_grid(config.image_grid, config.d_model)
+    start = config.t2i_prefix_len
+    backbone.pos_embed[0, start:start + len(t2i)] = t2i.to(backbone.pos_embed)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 from gradio import FileData
+from gradio import utils as gradio_utils
 from PIL import Image
 
 from .chat import ChatHandlers
@@ -41,16 +42,20 @@ from .showo_set import CompareSet
 
 MAX_SETS = 16  # Show-o sets the API holds at once (the least recently used one goes first)
 SET_IDLE_S = 3600.0
-OUTPUT_AGE_S = 3600.0  # image files written for API answers are removed after this (Gradio serves its own copy)
+OUTPUT_AGE_S = 3600.0  # image files written for API answers are removed after this
 PRUNE_EVERY_S = 60.0
 
 
 class OutputFiles:
     """PNG files for API answers in one temporary folder; files older than OUTPUT_AGE_S go, looked for at most
-    once a PRUNE_EVERY_S (a stream of previews writes many files; one writer prunes at a time)."""
+    once a PRUNE_EVERY_S (a stream of previews writes many files; one writer prunes at a time). The folder is
+    inside Gradio's upload folder: an endpoint's returned file is served from where it is (not copied), and
+    Gradio's file route serves only that folder, its cache and `allowed_paths` to a remote client."""
 
     def __init__(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="omnimamba-api-"))
+        uploads = Path(gradio_utils.get_upload_folder())
+        uploads.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="omnimamba-api-", dir=uploads))
         self.lock = threading.Lock()
         self.pruned_at = time.monotonic()
 

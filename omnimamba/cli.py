@@ -49,22 +49,23 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--tokenizer", default=None, help="a GPT-NeoX-20B tokenizer.json instead of the shipped copy")
     p.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
-    copies = p.add_mutually_exclusive_group()
-    copies.add_argument("--int8-decode", action="store_true",
-                        help="decode with 8-bit copies of the weights: half the bytes a step reads, at a cost in "
-                             "faithfulness (docs/benchmarks.md)")
-    copies.add_argument("--bf16-decode", action="store_true",
-                        help="CPU, fp32 model: decode with bf16 copies of the weights (exact for a model trained in "
-                             "bf16, such as the shapes model; about 1.5x faster images)")
+    p.add_argument("--int8-decode", action="store_true",
+                   help="decode with 8-bit copies of the weights: half the bytes a step reads, at a cost in "
+                        "faithfulness (docs/benchmarks.md)")
+    p.add_argument("--bf16-decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU, fp32 model: decode with bf16 copies of the weights (exact weights for a model trained "
+                        "in bf16, such as the shapes model; about 1.5x faster images). Default: on exactly then")
 
 
 def open_engine(model: str | None, revision: str | None = None, device: str | None = None,
                 dtype: str | None = None, tokenizer: str | None = None, offline: bool = False,
                 batching: bool = False, int8_decode: bool = False,
-                bf16_decode: bool = False) -> tuple["Engine", "ModelChoice"]:
+                bf16_decode: bool | None = None) -> tuple["Engine", "ModelChoice"]:
     """The engine for a model name as the app and every command resolve it (hub.choose_model), and the choice
     (its notice says when it is not the official model). batching: concurrent requests share decode steps;
-    int8_decode / bf16_decode: decode weights in fewer bytes (Engine)."""
+    int8_decode / bf16_decode: decode weights in fewer bytes (Engine; bf16_decode None: Engine.load's auto)."""
+    if int8_decode and bf16_decode:
+        raise UsageError("--int8-decode and --bf16-decode exclude each other")
     from .engine import Engine
     from .hub import choose_model
 

@@ -99,3 +99,26 @@ def test_a_trained_file_or_folder_is_not_called_the_released_model(tmp_path):
     for name in (str(tmp_path / "run"), str(tmp_path / "run" / "model.safetensors")):
         label = hub.choose_model(name).label
         assert "1.3B" not in label and "trained checkpoint" in label, label
+
+
+def test_a_cpu_engine_decodes_from_bf16_copies_exactly_when_the_weights_are_bf16_values(tmp_path):
+    """The shipped shapes model is stored in bf16: on the CPU its decode products read bf16 copies by default
+    (its images within the 3 s budget); a model with fp32 values, or an explicit choice, keeps its own."""
+    from omnimamba.engine import Engine
+
+    model = tiny_source_model()
+    write_packed(tmp_path / "fp32" / "model.safetensors", model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+    write_packed(tmp_path / "bf16" / "model.safetensors", model)
+
+    def decode_weights(folder, **kwargs):
+        engine = Engine.load(str(tmp_path / folder / "model.safetensors"), device="cpu", **kwargs)
+        return engine.info()["decode_weights"]
+
+    assert decode_weights("bf16") == "bf16"
+    assert decode_weights("fp32") == "float32"
+    assert decode_weights("bf16", bf16_decode=False) == "float32"
+    assert decode_weights("bf16", int8_decode=True) == "int8"
+    assert decode_weights("fp32", bf16_decode=True) == "bf16"

@@ -90,6 +90,12 @@ class OmniMamba(nn.Module):
             layer.mixer.quantize_decode(kind)
         return self
 
+    def holds_bf16_values(self) -> bool:
+        """Every streamed decode matrix that bf16 copies would keep as they are (each layer's out_proj; the merged
+        in_proj is rounded once more) is made of bf16 values: a model trained and shipped in bf16."""
+        return all(torch.equal(w, w.to(torch.bfloat16).to(w.dtype))
+                   for w in (layer.mixer.out_proj.weight.detach() for layer in self.backbone.layers))
+
     def unquantize_decode(self) -> "OmniMamba":
         """Drop the decode copies: decode steps read the model's own weights again."""
         for layer in self.backbone.layers:

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--bf16-decode", action="store_true", help="CPU: decode from bf16 copies of the weights")
+    p.add_argument("--bf16-decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU: decode from bf16 copies of the weights (default: as the app, on for bf16-valued weights)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     engine = Engine.load(args.model, device=args.device, bf16_decode=args.bf16_decode)

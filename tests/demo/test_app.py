@@ -502,3 +502,15 @@ def test_a_clients_session_owner_reaches_an_engine_that_takes_one(served, monkey
     other = Client(client.src, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
     chat(other, max_new_tokens=2)
     assert len(owners) == 2 and all(owners) and owners[0] != owners[1]
+
+
+def test_a_remote_api_client_downloads_the_images_it_is_sent(served, tmp_path):
+    """`predict` fetches each returned file over HTTP, as a client on another machine must: the app serves the
+    files its endpoints write (a 403 here once left API users with paths they could not open)."""
+    _, client = served
+    remote = Client(client.src, verbose=False, download_files=str(tmp_path))  # the default: fetch every file
+    paths, metrics = remote.predict("a red cube on a table", 1, 7, 1.0, 0, 0.0, 1.0, False, api_name="/text_to_image")
+    assert metrics["done"] and len(paths) == 1, (paths, metrics)
+    assert Path(paths[0]).is_relative_to(tmp_path), paths
+    with Image.open(paths[0]) as image:
+        assert image.size == (64, 64)

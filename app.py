@@ -290,7 +290,7 @@ def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> 
                 t2i_tab(ui.images, panel, examples["text_to_image"])
             with gr.Tab("Compare", id="compare"):
                 compare_tab(ui, panel)
-        register(Endpoints(ui.chat, ui.images, ui.one, ui.pairs))
+        register(Endpoints(ui.chat, ui.images, ui.one, ui.pairs, ui.images.info["image_defaults"]))
     return demo
 
 

@@ -118,6 +118,25 @@ def file_path(file: Any, what: str) -> str | None:
     return path
 
 
+IMAGE_SETTINGS = ("temperature", "top_k", "top_p", "guidance_scale")  # what a model's checkpoint suggests
+
+
+def with_defaults(fn: Callable[..., Iterator], defaults: dict[str, Any]) -> Callable[..., Iterator]:
+    """A streaming endpoint whose named parameters default to `defaults`: in the signature that gr.api publishes
+    (gradio_client fills left-out arguments from it) and for a call that leaves them out."""
+    signature = inspect.signature(fn)
+    signature = signature.replace(parameters=[p.replace(default=defaults[p.name]) if p.name in defaults else p
+                                              for p in signature.parameters.values()])
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Iterator:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        yield from fn(*bound.args, **bound.kwargs)
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    return call
+
+
 def yielding(fn: Callable, outputs: Any) -> Callable:
     """A streaming endpoint that gr.api reads as `outputs` (a tuple type: one API output per element) instead of
     one output holding the whole yielded tuple."""
@@ -132,9 +151,13 @@ class Endpoints:
     """The typed functions behind the API; each adapts files and images around one tab's handler."""
 
     def __init__(self, chat: ChatHandlers, images: ImageHandlers, one: CompareOneHandlers,
-                 pairs: ComparePairHandlers):
+                 pairs: ComparePairHandlers, image_defaults: dict[str, Any] | None = None):
+        """image_defaults: the model's suggested text-to-image settings (Engine.info()["image_defaults"]), the
+        defaults of every endpoint that draws, as in the Text to image tab (the official model's are greedy
+        without guidance; the shapes model's greedy image is its background alone)."""
         self.chat_ui, self.images_ui, self.one, self.pairs = chat, images, one, pairs
         self.files, self.sets = OutputFiles(), ApiSets()
+        self.image_defaults = {k: v for k, v in (image_defaults or {}).items() if k in IMAGE_SETTINGS}
 
     def chat(self, image: FileData | None = None, question: str = "", session_id: str = "",
              max_new_tokens: float = DEFAULT_NEW_TOKENS, temperature: float = 1.0, top_k: float = 1,
@@ -196,8 +219,10 @@ def register(endpoints: Endpoints) -> None:
         gr.api(yielding(fn, outputs) if inspect.isgeneratorfunction(fn) else fn, api_name=name, **listener)
 
     api("chat", endpoints.chat, tuple[str, dict, str], by_tokens(3))
-    api("text_to_image", endpoints.text_to_image, tuple[list[FileData], dict], by_images(1, 6))
-    api("compare_text_to_image", endpoints.compare_text_to_image, tuple[FileData, dict], by_images(None, 6))
+    drawing = functools.partial(with_defaults, defaults=endpoints.image_defaults)
+    api("text_to_image", drawing(endpoints.text_to_image), tuple[list[FileData], dict], by_images(1, 6))
+    api("compare_text_to_image", drawing(endpoints.compare_text_to_image), tuple[FileData, dict],
+        by_images(None, 6))
     api("compare_chat", endpoints.compare_chat, tuple[str, dict], by_tokens(3))
     api("compare_load", endpoints.compare_load, dict)
     api("compare_pair", endpoints.compare_pair, tuple[FileData | None, dict], one_pair(guidance=6, tokens=7))

@@ -514,3 +514,35 @@ def test_a_remote_api_client_downloads_the_images_it_is_sent(served, tmp_path):
     assert Path(paths[0]).is_relative_to(tmp_path), paths
     with Image.open(paths[0]) as image:
         assert image.size == (64, 64)
+
+
+def test_the_drawing_endpoints_default_to_the_models_suggested_setting(tiny_model_shared, tokenizer):
+    """As the Text to image tab starts from them: a shapes model suggests sampling with guidance (its greedy
+    image is the background alone), the official model greedy decoding without guidance."""
+    from omnimamba.sampling import ImageDefaults
+
+    suggested = ImageDefaults(temperature=0.9, top_k=0, top_p=0.0, guidance_scale=3.0)
+    engine = Engine(copy.deepcopy(tiny_model_shared), tokenizer, label="tiny (test)", use_cuda_graphs=False,
+                    image_defaults=suggested)
+    demo = app.build_demo(engine)
+    url = app.serve(demo, host="127.0.0.1", port=free_port(), block=False, queue_size=8)
+    try:
+        api = Client(url, verbose=False, download_files=False).view_api(print_info=False, return_format="dict")
+    finally:
+        demo.close()
+    for endpoint in ("/text_to_image", "/compare_text_to_image"):
+        defaults = {p["parameter_name"]: p["parameter_default"] for p in api["named_endpoints"][endpoint]["parameters"]}
+        assert {k: defaults[k] for k in ("temperature", "top_k", "top_p", "guidance_scale")} == \
+            {"temperature": 0.9, "top_k": 0, "top_p": 0.0, "guidance_scale": 3.0}, endpoint
+    chat = {p["parameter_name"]: p["parameter_default"] for p in api["named_endpoints"]["/chat"]["parameters"]}
+    assert chat["top_k"] == 1  # answers stay greedy
+
+
+def test_an_endpoint_with_model_defaults_fills_what_a_call_leaves_out():
+    from demo.api import with_defaults
+
+    def draw(prompt: str = "", temperature: float = 1.0, guidance_scale: float = 1.0):
+        yield prompt, temperature, guidance_scale
+    suggested = with_defaults(draw, {"guidance_scale": 3.0})
+    assert list(suggested("a cat")) == [("a cat", 1.0, 3.0)]
+    assert list(suggested("a cat", guidance_scale=1.0)) == [("a cat", 1.0, 1.0)]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,8 @@ from ..config import OmniMambaConfig
 from . import kernels
 from .init import random_model
 from .omnimamba import OmniMamba
+
+log = logging.getLogger(__name__)
 
 FROZEN = ("vision_backbone.", "llm_backbone.vqvae.")  # the towers (stage 2) and the VQ tokenizer (never trained)
 CASES = {"mmu": ("mmu",), "t2i": ("t2i",), "stage2": ("mmu", "t2i")}
@@ -108,8 +112,13 @@ def compare(fast: Grads, ref: Grads) -> dict:
 def check(model: OmniMamba, batch: dict[str, Tensor], cases: dict[str, tuple[str, ...]] = CASES) -> dict[str, dict]:
     """compare() for every case, gradients computed fast first, then reference."""
     stage2_trainable_(model)
-    return {case: compare(gradients(model, batch, tasks, False), gradients(model, batch, tasks, True))
-            for case, tasks in cases.items()}
+    report, start = {}, time.perf_counter()
+    for case, tasks in cases.items():
+        fast = gradients(model, batch, tasks, False)
+        log.info("%s: fast path done at %.0f s", case, time.perf_counter() - start)  # the first compiles kernels
+        report[case] = compare(fast, gradients(model, batch, tasks, True))
+        log.info("%s: reference path done at %.0f s", case, time.perf_counter() - start)
+    return report
 
 
 def summary(report: dict[str, dict], top: int = 5) -> dict[str, dict]:

@@ -86,8 +86,9 @@ class Engine:
              cache_dir: str | None = None, bf16_decode: bool | None = None, **engine_kwargs) -> "Engine":
         """The official model from the Hub (or a local file/folder), or TINY_RANDOM: a randomly initialised
         tiny model for trying the interface without weights (its outputs are noise). bf16_decode None (auto):
-        on for an fp32 model on the CPU whose weights are bf16 values (the shipped shapes model: its images in
-        under 3 s on a 2-core CPU instead of 3-4.7 s), unless 8-bit copies are asked for."""
+        on for a trained checkpoint (not the official release, whose CPU path stays the fp32 reference) loaded
+        in fp32 on the CPU whose weights are bf16 values, as the shipped shapes model (its images in under 3 s on
+        a 2-core CPU instead of 3-4.7 s), unless 8-bit copies are asked for."""
         from . import hub
         from .model.init import random_model
         from .config import OmniMambaConfig
@@ -105,8 +106,8 @@ class Engine:
         log.info("weights: %s", report)
         engine_kwargs.setdefault("image_defaults", report.get("image_defaults", ImageDefaults()))
         if bf16_decode is None:
-            bf16_decode = (not engine_kwargs.get("int8_decode") and net.device.type == "cpu"
-                           and net.dtype == torch.float32 and net.holds_bf16_values())
+            bf16_decode = ("trained" in report.get("sources", {}) and not engine_kwargs.get("int8_decode")
+                           and net.device.type == "cpu" and net.dtype == torch.float32 and net.holds_bf16_values())
         return cls(net, tok, label=hub.model_label(model, revision), bf16_decode=bf16_decode, **engine_kwargs)
 
     @property

@@ -60,9 +60,9 @@ IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_sca
 
 @dataclass(frozen=True)
 class ShapesRecipe:
+    """The defaults are the shipped (fifth) run's settings (docs/shapes-model.md)."""
     seed: int = 0
     vq_seconds: float = 150.0  # the pre-steps stop at a time budget (the second run's, whose VQ and towers ship)
-    # defaults: the shipped (fifth) run's settings
     tower_seconds: float = 60.0
     # the towers also trained on where things are (patch row/column, clear extremes): the third run did, and its
     # image chat got worse than the second run's without them; off by default (docs/shapes-model.md)

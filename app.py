@@ -36,6 +36,7 @@ from demo.launch import (EXAMPLES, QUEUE_SIZE, compare_inputs, load_examples, mo
                          parse_args, warm_up)
 from demo.showo_set import CompareSet
 from omnimamba.compare import IMAGE_SUFFIXES
+from omnimamba.config import OmniMambaConfig
 from omnimamba.engine import MAX_IMAGES_PER_PROMPT, Engine
 
 
@@ -279,7 +280,8 @@ def build_demo(engine: Engine, server_paths: bool = False, notice: str = "") -> 
     """The whole app around one shared engine. Styling is passed at launch (see `serve`). `server_paths` lets the
     Compare tab load a Show-o set from a path on this machine: for local use only, never on a public server.
     `notice`: a banner saying why this is not the official model and how to get it (hub.ModelChoice.notice)."""
-    ui, examples = TabHandlers.around(engine, server_paths), load_examples()
+    ui = TabHandlers.around(engine, server_paths)
+    examples = load_examples(shapes_world=engine.model.config == OmniMambaConfig.shapes())
     with gr.Blocks(title="OmniMamba", delete_cache=(3600, 3600)) as demo:
         gr.HTML(header_html(ui.chat.info, notice), elem_id="om-header")
         panel = gr.HTML(ui.chat.panel(), elem_id="om-panel", js_on_load=None)

@@ -42,8 +42,10 @@ def compare_inputs() -> tuple[list[str], list[list[str]]]:
     return prompts, questions
 
 
-def load_examples() -> dict:
-    path = EXAMPLES / "examples.json"
+def load_examples(shapes_world: bool = False) -> dict:
+    """The app's examples: photo-like scenes and prompts for OmniMamba-1.3B, or, for a model of the shapes preset
+    (which knows only its world of flat shapes), scenes and prompts of that world (assets/make_shapes_examples.py)."""
+    path = EXAMPLES / ("examples_shapes.json" if shapes_world else "examples.json")
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"chat": [], "text_to_image": []}
 
 

@@ -25,9 +25,9 @@ def test_requirements_txt_is_what_pyproject_declares_and_test_tools_are_extras()
         assert tool not in names and any(d.lower().startswith(tool) for d in extras["test"])
 
 
-def test_the_tokenizer_ships_as_package_data_and_the_console_script_exists():
+def test_the_tokenizer_and_the_shapes_model_ship_as_package_data_and_the_console_script_exists():
     patterns = PROJECT["tool"]["setuptools"]["package-data"]["omnimamba"]
-    assert any(Path("omnimamba").joinpath("assets/gpt-neox-20b-tokenizer.json").match("omnimamba/" + p)
-               for p in patterns)
+    for data in ("assets/gpt-neox-20b-tokenizer.json", "shapes/weights/model.safetensors"):
+        assert any(Path("omnimamba").joinpath(data).match("omnimamba/" + p) for p in patterns), data
     module, function = PROJECT["project"]["scripts"]["omnimamba"].split(":")
     assert callable(getattr(importlib.import_module(module), function))

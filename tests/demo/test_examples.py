@@ -1,4 +1,5 @@
 """The app's examples suit the model it runs: the shapes model gets scenes and prompts of its own world."""
+import copy
 import json
 import subprocess
 import sys
@@ -45,5 +46,5 @@ def test_the_app_shows_the_shapes_world_examples_for_a_shapes_model(tokenizer, t
     shown = _shown_texts(shapes)
     assert "a red circle to the left of a blue square" in shown and "Which shape is on the left?" in shown
     assert "double-decker" not in shown
-    other = _shown_texts(Engine(tiny_model_shared, tokenizer, use_cuda_graphs=False))
+    other = _shown_texts(Engine(copy.deepcopy(tiny_model_shared), tokenizer, use_cuda_graphs=False))
     assert "double-decker" in other and "a red circle to the left of a blue square" not in other

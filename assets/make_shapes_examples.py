@@ -48,15 +48,15 @@ TEXT_TO_IMAGE = [
 ]
 
 
-def main() -> None:
-    (OUT / FOLDER).mkdir(parents=True, exist_ok=True)
+def main(out: Path = OUT) -> None:
+    (out / FOLDER).mkdir(parents=True, exist_ok=True)
     for name, world_scene, _ in CHAT:
         assert not set(world_scene.combos) & set(HELD_OUT), name
-        render(world_scene).save(OUT / FOLDER / name, optimize=True)
+        render(world_scene).save(out / FOLDER / name, optimize=True)
     examples = {"chat": [{"image": f"{FOLDER}/{name}", "question": q} for name, _, q in CHAT],
                 "text_to_image": TEXT_TO_IMAGE}
-    (OUT / "examples_shapes.json").write_text(json.dumps(examples, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {len(CHAT)} images and examples_shapes.json to {OUT}")
+    (out / "examples_shapes.json").write_text(json.dumps(examples, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {len(CHAT)} images and examples_shapes.json to {out}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--bf16-decode", action=argparse.BooleanOptionalAction,
                    default={"": None, "0": False}.get(env("OMNIMAMBA_BF16_DECODE", ""), True),
                    help="CPU, fp32 model: decode with bf16 copies of the weights, about 1.5x faster images "
-                        "(default: on for a model whose weights are bf16 values, such as the shipped shapes model; "
+                        "(default: on for a trained checkpoint of bf16 values, such as the shipped shapes model; "
                         "env OMNIMAMBA_BF16_DECODE=1 / 0)")
     p.add_argument("--queue-size", type=int, default=int(env("OMNIMAMBA_QUEUE_SIZE") or QUEUE_SIZE),
                    help="requests that may wait for the GPU before new ones are refused")

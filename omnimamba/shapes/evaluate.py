@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--bf16-decode", action=argparse.BooleanOptionalAction, default=None,
-                   help="CPU: decode from bf16 copies of the weights (default: as the app, on for bf16-valued weights)")
+                   help="CPU: decode from bf16 copies of the weights (default: as the app, on for a trained checkpoint of bf16 values)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     engine = Engine.load(args.model, device=args.device, bf16_decode=args.bf16_decode)

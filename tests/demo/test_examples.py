@@ -1,8 +1,7 @@
 """The app's examples suit the model it runs: the shapes model gets scenes and prompts of its own world."""
 import copy
 import json
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
 from PIL import Image
@@ -18,11 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_shapes_examples_are_what_their_script_draws(tmp_path):
     committed = {p.name: p.read_bytes() for p in (EXAMPLES / "shapes_world").glob("*.png")}
     committed_json = (EXAMPLES / "examples_shapes.json").read_text()
-    script = (ROOT / "assets" / "make_shapes_examples.py").read_text().replace(
-        'OUT = Path(__file__).resolve().parent / "examples"', f"OUT = Path({str(tmp_path)!r})")
-    (tmp_path / "make.py").write_text(script)
-    subprocess.run([sys.executable, str(tmp_path / "make.py")], check=True, cwd=ROOT,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    runpy.run_path(str(ROOT / "assets" / "make_shapes_examples.py"))["main"](tmp_path)
     assert {p.name: p.read_bytes() for p in (tmp_path / "shapes_world").glob("*.png")} == committed
     assert (tmp_path / "examples_shapes.json").read_text() == committed_json
 

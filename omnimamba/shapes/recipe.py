@@ -74,7 +74,7 @@ class ShapesRecipe:
     steps: tuple[int, int, int, int] = (200, 400, 600, 5000)  # stage0, stage1-mmu, stage1-t2i, stage2
     # text, stage-1 chats, images, stage-2 chats: large, since a step of a model this small is bound by kernel
     # launches, not arithmetic, on a big GPU (four times the first run's batches cost about the same step time;
-    # the fifth run's 1.5x images and chats cost 0.144 s a step against 0.116)
+    # the fifth run's 1.5x images and chats: 0.144 s a step, the fourth run's batches 0.116 s)
     batch: tuple[int, int, int, int] = (128, 64, 384, 96)
     lr: tuple[float, float, float, float] = (2e-3, 1.5e-3, 1.5e-3, 1e-3)  # peaks: larger than the 1.3B presets
     num_workers: int = 14

@@ -84,8 +84,10 @@ class Engine:
     def load(cls, model: str = "hustvl/OmniMamba", revision: str | None = None, device: str | None = None,
              dtype: torch.dtype | None = None, tokenizer: str | None = None, offline: bool | None = None,
              cache_dir: str | None = None, bf16_decode: bool | None = None, **engine_kwargs) -> "Engine":
-        """The official model from the Hub (or a local file/folder), or TINY_RANDOM: a randomly initialised
-        tiny model for trying the interface without weights (its outputs are noise). bf16_decode None (auto):
+        """The official model from the Hub (or a local file/folder); "shapes": the small model shipped in the
+        package; "auto": the official weights when cached, else "shapes" (hub.choose_model, as the CLI); or
+        TINY_RANDOM: a randomly initialised tiny model for trying the interface without weights (its outputs
+        are noise). bf16_decode None (auto):
         on for a trained checkpoint (not the official release, whose CPU path stays the fp32 reference) loaded
         in fp32 on the CPU whose weights are bf16 values, as the shipped shapes model (its images in under 3 s on
         a 2-core CPU instead of 3-4.7 s), unless 8-bit copies are asked for."""
@@ -97,6 +99,10 @@ class Engine:
             tok = OmniTokenizer.from_file(tokenizer)  # None: the copy shipped in the package
         except (OSError, ValueError) as exc:  # missing, unreadable or not GPT-NeoX-20B's
             raise EngineError(str(exc)) from exc
+        label = None
+        if model in (hub.AUTO, hub.SHAPES):  # the names the CLI and the app take, resolved the same way
+            choice = hub.choose_model(model, revision, cache_dir)
+            model, label = choice.model, choice.label
         if model == TINY_RANDOM:
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
             net = random_model(OmniMambaConfig.tiny(), dev, dtype or torch.float32, seed=0)
@@ -108,7 +114,8 @@ class Engine:
         if bf16_decode is None:
             bf16_decode = ("trained" in report.get("sources", {}) and not engine_kwargs.get("int8_decode")
                            and net.device.type == "cpu" and net.dtype == torch.float32 and net.holds_bf16_values())
-        return cls(net, tok, label=hub.model_label(model, revision), bf16_decode=bf16_decode, **engine_kwargs)
+        return cls(net, tok, label=label or hub.model_label(model, revision), bf16_decode=bf16_decode,
+                   **engine_kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -35,7 +35,7 @@ from ..tokenizer import OmniTokenizer
 from ..train import checkpoints
 from ..train.config import STAGE1_MMU, STAGE1_T2I, STAGE2, TrainConfig
 from ..train.data import register_source
-from .grid_positions import write_grid_positions_
+from .grid_positions import MMU_AMPLITUDE, write_grid_positions_
 from .pretrain import train_towers, train_vq, vq_quality
 from .records import WHERE_MIX
 from .sources import WorldRecords, encode_t2i_corpus
@@ -85,6 +85,8 @@ class ShapesRecipe:
     where_questions: bool = True
     # the image rows of both position tables start as a 2-D sin-cos grid (grid_positions.py; the fifth run)
     grid_positions: bool = True
+    # the chat grid's amplitude (grid_positions.MMU_AMPLITUDE; the fifth run had 0.05, drowned by the features)
+    mmu_grid_amplitude: float = MMU_AMPLITUDE
 
     @property
     def chat_mix(self) -> dict[str, float] | None:
@@ -212,7 +214,7 @@ def build_init(config: OmniMambaConfig, pretrained: dict, folder: Path, recipe: 
 
     model = training_init_(OmniMamba(config), recipe.seed)
     if recipe.grid_positions:
-        write_grid_positions_(model, config)
+        write_grid_positions_(model, config, mmu_amplitude=recipe.mmu_grid_amplitude)
     # the world's ~100 text ids keep their random rows; the other ~50k share one, so the shipped file stores it once
     used = world_token_ids(config, OmniTokenizer.from_file(recipe.tokenizer), recipe.seed, chat_mix=recipe.chat_mix)
     shared = share_unused_rows_(model.backbone.embedding.weight, used)
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="image chats do not ask where a named shape is (the first four runs)")
     p.add_argument("--random-positions", dest="grid_positions", action="store_false",
                    help="the position tables start random, not as a grid (the first four runs)")
+    p.add_argument("--mmu-grid-amplitude", type=float, default=defaults.mmu_grid_amplitude,
+                   help="size of the chat image rows' grid code (0.05: the fifth run, shipped)")
     p.add_argument("--batch", default=",".join(map(str, defaults.batch)),
                    help="samples per step: stage0 text, stage1 chats, images (stage1 and 2), stage2 chats")
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)
@@ -320,7 +324,8 @@ def main(argv: list[str] | None = None) -> None:
                                  tower_where=args.tower_where, t2i_corpus=args.t2i_corpus,
                                  num_workers=args.num_workers, seed=args.seed, cpu=args.cpu, tokenizer=args.tokenizer,
                                  pretrained_from=args.pretrained_from, where_questions=args.where_questions,
-                                 grid_positions=args.grid_positions, batch=batch)
+                                 grid_positions=args.grid_positions, mmu_grid_amplitude=args.mmu_grid_amplitude,
+                                 batch=batch)
     result = run(recipe, args.out, args.max_steps, args.until, args.time_limit)
     if result is None:
         print(f"stopped by the time limit; continue with the same command (--out {args.out})")

@@ -133,7 +133,8 @@ def test_the_init_starts_the_image_positions_as_a_grid_unless_asked_not_to(tmp_p
     donor = OmniMamba(config)
     parts = {"vq": donor.vq.state_dict(), "dino": donor.vision_backbone.dino_featurizer.state_dict(),
              "siglip": donor.vision_backbone.siglip_featurizer.state_dict()}
-    grid = sincos_grid(config.vision.image_size // config.vision.patch_size, config.d_model)
+    grid = sincos_grid(config.vision.image_size // config.vision.patch_size, config.d_model,
+                       ShapesRecipe().mmu_grid_amplitude)
     rows = slice(MMU_IMAGE_START, MMU_IMAGE_START + len(grid))
     for on in (True, False):
         folder = tmp_path / str(on)

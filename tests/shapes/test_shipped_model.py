@@ -28,7 +28,7 @@ SEED = 7  # another sample than the model card's (seed 0)
 def engine():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    yield Engine.load(hub.choose_model("shapes").model, device="cpu", offline=True)
+    yield Engine.load("shapes", device="cpu", offline=True)  # the name the CLI takes
     torch.set_num_threads(threads)
 
 

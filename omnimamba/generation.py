@@ -234,6 +234,7 @@ class ModelRunner:
         self.image_table = self._project_image_table()  # (16384, d): project_in of every VQ code, once
         self.graphs: dict[GraphKey, DecodeGraph] = {}
         self.vision_graphs: dict[int, StaticGraph] = {}
+        self.row_prefills: dict[int, DecodeGraph] = {}  # by row count, for chats that prefill together
         self.pool = torch.cuda.graph_pool_handle() if self.use_cuda_graphs else None
 
     @torch.no_grad()
@@ -257,6 +258,15 @@ class ModelRunner:
             self.vision_graphs[batch] = StaticGraph(fn, pixels, self.pool)
         return self.vision_graphs[batch](*pixels).clone()
 
+    def prefill_rows(self, rows: int) -> DecodeGraph:
+        """Image-chat buffers of `rows` rows for `prefill_together` (its pieces are recorded on first use of
+        each size; no step graph: these rows never decode)."""
+        graph = self.row_prefills.get(rows)
+        if graph is None:
+            graph = self.row_prefills[rows] = DecodeGraph(self.model, self.image_table,
+                                                          GraphKey("mmu", rows, False, False), self.pool)
+        return graph
+
     def graph_for(self, key: GraphKey) -> DecodeGraph:
         graph = self.graphs.get(key)
         if graph is None:
@@ -277,6 +287,37 @@ def power_of_two_pieces(length: int, largest: int = 1024) -> list[int]:
         pieces.append(size)
         length -= size
     return pieces
+
+
+@torch.no_grad()
+def prefill_together(runner: ModelRunner, states: list[InferenceState], embeds: list[Tensor], length: int) -> None:
+    """Feed the first `length` positions of several image-chat prompts (each (1, L_i, d), positioned, L_i >=
+    length) as one batch, each continuing its own one-row state, which is updated in place (its seqlen too).
+    The rest of each prompt, at least its last position (whose logits pick the first answer token, with that
+    request's own sampling), is the caller's to feed alone. Rows are padded to a power of two, so few shapes
+    get recorded; padding rows compute on zeros and are dropped."""
+    n = len(states)
+    if not n or length < 1 or any(e.shape[1] < length for e in embeds):
+        raise ValueError(f"every prompt needs at least {length} positions, and there must be one")
+    graph = runner.prefill_rows(1 << (n - 1).bit_length())
+    rows = graph.rows
+    stacked = embeds[0].new_zeros(rows, length, embeds[0].shape[-1])
+    graph.load_state(None)
+    for i, (state, emb) in enumerate(zip(states, embeds)):
+        stacked[i] = emb[0, :length]
+        graph.state.conv[:, i] = state.conv[:, 0]
+        graph.state.ssm[:, i] = state.ssm[:, 0]
+    if graph.pool is None:
+        runner.model.backbone(stacked, "mmu", graph.state)
+    else:  # the pieces of `prefill`, recorded for `rows` rows
+        start = 0
+        for size in power_of_two_pieces(length):
+            graph.prefix_piece(size)(stacked[:, start:start + size])
+            start += size
+    for i, state in enumerate(states):
+        state.conv.copy_(graph.state.conv[:, i:i + 1])
+        state.ssm.copy_(graph.state.ssm[:, i:i + 1])
+        state.seqlen += length
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Continuous batching: one worker thread does all device work; concurrent requests share decode steps.
 
-    submit(job) -> waiting -> prefill alone (its own one-row state) -> joins its task's decode batch
+    submit(job) -> waiting -> prefill (its own one-row state) -> joins its task's decode batch
                 -> one batched step per loop turn, tokens sent to each request's queue -> leaves when done,
                    stopped (cancel), or failed; its slot is free at the next step.
 
@@ -8,7 +8,8 @@ Each turn reads the step launched in the previous turn and launches the next bef
 so the GPU is never idle while Python works (`_turn`).
 
 Chats and text-to-image run in two batches (different heads and position tables), stepped in turn. A chat's
-prompt has any length, so every request prefills alone and then joins; a text-to-image request prefills its
+prompt has any length: chats admitted in one turn (on a GPU) feed their common length as one batch, then each
+the rest of its prompt alone, and join; a text-to-image request prefills its
 caption once (and the unconditional one when guided) and its images take one slot each. Other device work
 (image encoding, rendering) is queued as `call`s that run between steps, so only this thread touches the GPU
 once serving starts (CUDA-graph capture needs that). Every accepted request ends with an "end" message or
@@ -28,7 +29,7 @@ from torch import Tensor
 from .batching import BUCKETS, BatchGraph, Layout, SlotKnobs, bucket_for
 from .config import EOS_ID
 from .events import EngineError
-from .generation import GraphKey, ModelRunner
+from .generation import GraphKey, ModelRunner, prefill_together
 from .jobs import Batch, ChatJob, ImageJob, InFlight, Job, Message
 from .model import InferenceState
 from .sampling import SamplingParams, sample_tokens
@@ -39,14 +40,18 @@ MAX_WAITING = 64  # requests beyond this many waiting are refused at once ("busy
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, capture_ahead: bool = True):
+    def __init__(self, runner: ModelRunner, capture_ahead: bool = True, prefill_together: bool | None = None):
         self.runner, self.model = runner, runner.model
+        # on by default where it pays (a GPU); on the CPU a prompt prefills alone, so a chat's tokens are exactly
+        # those of the unbatched engine (the tests turn it on to check the batched path there)
+        self.prefill_together = runner.model.device.type == "cuda" if prefill_together is None else prefill_together
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[Job] = []
         self.batches = {task: Batch(BatchGraph(self.model, task, runner.image_table, runner.use_cuda_graphs,
                                                runner.pool)) for task in ("mmu", "t2i")}
         self.capture_ahead = capture_ahead
-        self.stats = {"steps": 0, "widest": 0}  # batched steps run, most sequences in one step
+        # batched steps run, most sequences in one step, chats that fed their prompts' common length together
+        self.stats = {"steps": 0, "widest": 0, "prefilled_together": 0}
         self._stop = False
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="omnimamba-scheduler", daemon=True)
@@ -171,30 +176,64 @@ class Scheduler:
                 return
 
     def _admit(self) -> None:
-        """Prefill waiting requests (oldest first) while their task's batch has room."""
+        """Prefill waiting requests (oldest first) while their task's batch has room; chats admitted in one turn
+        prefill together (`_start_chats`)."""
         still: list[Job] = []
+        chats: list[ChatJob] = []
         for job in self.waiting:
             task = _task(job)
+            room = BUCKETS[-1] - self.batches[task].used() - (len(chats) if task == "mmu" else 0)
             if job.cancel.is_set():  # stopped before its prefill: nothing happened
                 job.finish(Message("end", stop_reason="cancelled"))
-            elif self.batches[task].used() + job.width > BUCKETS[-1] or any(_task(j) == task for j in still):
+            elif job.width > room or any(_task(j) == task for j in still):
                 still.append(job)  # no room yet; keep the order within a task
+            elif task == "mmu":
+                chats.append(job)
             else:
                 self._start(task, job)
         self.waiting = still
+        self._start_chats(chats)
 
-    def _start(self, task: str, job: Job) -> None:
+    def _start(self, task: str, job: Job, prepared: tuple | None = None) -> None:
         try:
             with torch.no_grad():
-                ready = self._prefill_chat(job) if task == "mmu" else self._prefill_images(job)
+                ready = self._prefill_chat(job, prepared) if task == "mmu" else self._prefill_images(job)
             if ready is not None:
                 self._join(self.batches[task], job, *ready)
         except BaseException as exc:  # noqa: BLE001 - the request fails, the worker goes on
             log.debug("request failed in prefill", exc_info=True)
             job.finish(Message("error", error=_user_error(exc)))
 
-    def _prefill_chat(self, job: ChatJob) -> tuple | None:
-        state, embeds = job.prepare()
+    def _start_chats(self, chats: list[ChatJob]) -> None:
+        """Chats that arrive together feed their prompts' common length as one batch (one prefill of 8 prompts
+        costs about what 2 cost alone on a GPU), then each its own rest, at least its last position, alone: its
+        first answer token is picked with its own settings, as when it prefills alone."""
+        if len(chats) < 2 or not self.prefill_together:
+            for job in chats:
+                self._start("mmu", job)
+            return
+        prepared: list[tuple[ChatJob, tuple]] = []
+        for job in chats:  # a request whose prompt cannot be built fails alone
+            try:
+                with torch.no_grad():
+                    prepared.append((job, job.prepare()))
+            except BaseException as exc:  # noqa: BLE001
+                job.finish(Message("error", error=_user_error(exc)))
+        shared = min((embeds.shape[1] for _, (_, embeds) in prepared), default=0) - 1
+        if len(prepared) >= 2 and shared >= 1:
+            states = [state.clone() for _, (state, _) in prepared]  # a failure leaves the chats' states as they were
+            try:
+                prefill_together(self.runner, states, [embeds for _, (_, embeds) in prepared], shared)
+                self.stats["prefilled_together"] += len(prepared)
+                prepared = [(job, (state, embeds[:, shared:]))
+                            for (job, (_, embeds)), state in zip(prepared, states)]
+            except BaseException:  # noqa: BLE001 - each prefills alone instead
+                log.exception("prefilling %d chats together failed; each prefills alone", len(prepared))
+        for job, ready in prepared:
+            self._start("mmu", job, ready)
+
+    def _prefill_chat(self, job: ChatJob, prepared: tuple | None = None) -> tuple | None:
+        state, embeds = prepared if prepared is not None else job.prepare()
         limit = self.model.config.mmu_positions
         room = limit - state.seqlen - embeds.shape[1]
         job.budget = min(job.max_new_tokens, room + 1)

@@ -48,7 +48,7 @@ def together(engine: Engine, calls: list) -> list:
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
-    while engine.scheduler.inbox.qsize() < len(calls) and any(t.is_alive() for t in threads):
+    while engine.scheduler.inbox.qsize() < sum(t.is_alive() for t in threads):  # (a call may fail before it submits)
         threading.Event().wait(0.01)
     hold.set()
     for t in threads + [holder]:
@@ -74,6 +74,45 @@ def test_chats_of_different_lengths_give_the_same_answers_alone_and_batched(engi
     got = together(batched, [lambda c=c: chat_answer(batched, *c) for c in CHATS])
     assert got == expected
     assert batched.scheduler.stats["widest"] >= 2  # they did share steps
+
+
+def test_chats_that_arrive_together_prefill_together_and_answer_as_alone(engines):
+    """On a GPU, chats admitted in one turn feed their prompts' common length as one batch (on by default there);
+    on the CPU it is off by default and turned on here: the answers are the ones each chat gets alone."""
+    alone, batched = engines
+    batched.scheduler.prefill_together = True
+    chats = CHATS + [("Hi there", SamplingParams(top_k=0, seed=4), 7)]  # four: one padding-free row count
+    expected = [chat_answer(alone, *c) for c in chats]
+    got = together(batched, [lambda c=c: chat_answer(batched, *c) for c in chats])
+    assert got == expected
+    assert batched.scheduler.stats["prefilled_together"] == len(chats)
+
+
+def test_a_chat_that_cannot_be_prefilled_fails_alone_and_a_failed_joint_prefill_falls_back(engines, monkeypatch):
+    alone, batched = engines
+    batched.scheduler.prefill_together = True
+    expected = [chat_answer(alone, *c) for c in CHATS]
+    calls = [lambda c=c: chat_answer(batched, *c) for c in CHATS]
+    build = batched._chat_inputs
+
+    def fails_for_one(session, feed):  # the prompt of one request cannot be built on the worker
+        if batched.tokenizer.decode(feed).count("Refuse me"):
+            raise RuntimeError("simulated prompt failure")
+        return build(session, feed)
+    monkeypatch.setattr(batched, "_chat_inputs", fails_for_one)
+
+    def refused() -> str:
+        with pytest.raises(RuntimeError, match="simulated prompt failure"):
+            chat_answer(batched, "Refuse me", SamplingParams(), 4)
+        return "refused"
+    assert together(batched, calls + [refused]) == expected + ["refused"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated joint prefill failure")
+    monkeypatch.setattr("omnimamba.scheduler.prefill_together", broken)
+    before = batched.scheduler.stats["prefilled_together"]
+    assert together(batched, calls) == expected  # each prefilled alone instead
+    assert batched.scheduler.stats["prefilled_together"] == before
 
 
 def test_requests_started_at_different_times_get_the_answers_they_get_alone(engines):

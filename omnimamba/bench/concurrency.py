@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for batch in engine.scheduler.batches.values():
                 stand_in_for_the_device(batch.graph, args.step_ms / 1000)
         for task in args.task:
-            run(engine, task, 1, 8)  # warm-up: graphs, prefill pieces
             for users in args.users:
+                run(engine, task, users, 8)  # warm-up at this count: graphs, prefill pieces (alone and together)
                 turns_before = engine.scheduler.stats["steps"] if batching else 0
                 row = {"batching": batching, **run(engine, task, users, args.max_new_tokens)}
                 if batching:  # the serving thread's turns, one batched step each

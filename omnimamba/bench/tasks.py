@@ -182,6 +182,7 @@ def decode_variants(model) -> dict:
             del runner
     finally:
         model.mamba.decode_gemv = saved
+    out["batched image steps"] = batched_steps(model)
     model.quantize_decode()
     try:
         runner = ModelRunner(model)
@@ -191,6 +192,23 @@ def decode_variants(model) -> dict:
         del runner
     finally:
         model.unquantize_decode()
+    return out
+
+
+def batched_steps(model, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), steps: int = 128) -> dict:
+    """Step-graph replay ms of a text-to-image step of `size` rows (a batch of requests, no guidance) with our
+    kernels ("fused": the rows kernel from 2 rows on) and with cuBLAS, timed alike in one run."""
+    out: dict = {}
+    saved = model.mamba.decode_gemv
+    try:
+        for mode in ("fused", "cublas"):
+            model.mamba.decode_gemv = mode
+            runner = ModelRunner(model)
+            out[mode] = {str(b): replay_ms_per_step(runner, GraphKey("t2i", b, False, False), steps) for b in sizes}
+            del runner
+    finally:
+        model.mamba.decode_gemv = saved
+    out["cublas / fused"] = {b: out["cublas"][b] / out["fused"][b] for b in out["fused"]}
     return out
 
 

@@ -197,7 +197,8 @@ def decode_variants(model) -> dict:
 
 def batched_steps(model, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), steps: int = 128) -> dict:
     """Step-graph replay ms of a text-to-image step of `size` rows (a batch of requests, no guidance) with our
-    kernels ("fused": the rows kernel from 2 rows on) and with cuBLAS, timed alike in one run."""
+    fused kernels (from 2 rows on they multiply row by row) and with cuBLAS, timed alike in one run: what the
+    batch steps' choice ("auto") rests on."""
     out: dict = {}
     saved = model.mamba.decode_gemv
     try:

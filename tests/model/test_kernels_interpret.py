@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent("""
     fast32, fast32_state = trajectory(fp32, False)
     print("fp32 fast vs ref", rel(fast32, exact), rel(fast32_state.ssm, exact_state.ssm))
     assert rel(fast32, exact) < 1e-5 and rel(fast32_state.ssm, exact_state.ssm) < 1e-5
-    # one row: our norm-folded GEMVs; two and three rows: the rows kernel ("cublas": the norm kernels alone)
+    # "fused": our norm-folded GEMVs, for one row and (row by row) for two and three; "cublas": the norm kernels
     for rows, mode in ((1, "fused"), (2, "fused"), (3, "fused"), (2, "cublas")):
         half.mamba.decode_gemv = mode
         exact, exact_state = trajectory(fp32, True, rows)
@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent("""
         for name, (fast, ref) in errors.items():
             assert fast <= 1.5 * ref + 1e-4, (rows, mode, name, fast, ref)
     half.mamba.decode_gemv = "auto"
-    half.quantize_decode()  # 8-bit decode weights: our int8 kernels (GEMV, rows) against their PyTorch twin
+    half.quantize_decode()  # 8-bit decode weights: our int8 GEMVs against their PyTorch twin
     for rows in (1, 2):
         exact, _ = trajectory(fp32, True, rows)
         ref8, _ = trajectory(half, True, rows)
@@ -68,7 +68,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_triton_decode_kernels_match_the_reference_in_the_interpreter():
-    """Every way of multiplying (cuBLAS-style, our GEMVs, our rows kernel), prefill and decode, fp32 and fp16."""
+    """Both ways of multiplying (cuBLAS-style and our fused GEMVs) at one to three rows, prefill and decode, fp32
+    and fp16."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     print(run.stdout[-2000:], run.stderr[-2000:])

@@ -5,16 +5,17 @@
   * `gated_norm_linear`  RMSNorm of the gated output + out_proj, and the shift of the B/C conv lanes.
 
 How the step multiplies by its weights (16-bit weights on CUDA) is the caller's `gemv` argument:
-  "fused":  for one row, our Triton matrix-vector kernels with the norm folded in: 3 kernels per layer; on
-            Hopper and later each starts before the previous one ends (programmatic dependent launch, below).
-            For 2-16 rows (a batch of requests), the norm kernels + our rows kernel (`_rows_gemm_kernel`:
-            each program streams its weight tile once for all rows, on tensor cores): 5 kernels per layer
+  "fused":  our Triton matrix-vector kernels with the norm folded in: 3 kernels per layer; on Hopper and
+            later each starts before the previous one ends (programmatic dependent launch, below)
   "fused-serial": the same kernels, each starting after the previous one ends (the comparison point)
-  "cublas": norm kernels + cuBLAS: 5 kernels per layer
-  "auto":   "fused" up to 16 rows (one row: 1.11 vs 1.57 ms/token with cuBLAS on H200; the per-row GEMV
-            that served batches before the rows kernel took 4.4 ms at 8 rows against cuBLAS's 2.1), cuBLAS
-            beyond
-fp32 weights (the official numerics) always use cuBLAS; 8-bit weights (`quant.Int8Weight`) always use our
+  "cublas": norm kernels + cuBLAS GEMV: 5 kernels per layer
+  "auto":   fused for one row (1.11 vs 1.57 ms/token on H200), and for two where the kernels overlap (1.56
+            vs 1.64 ms); cuBLAS from there on (the fused kernel re-reads its weight tile per row: 4.4 vs 2.1 ms
+            at 8 rows on H200; without overlap 2.11 vs 1.94 ms at 2 rows on H100). Tried and dropped: a rows
+            kernel streaming each weight tile once for all rows on tensor cores (norm kernel first): 1.74 /
+            1.96 / 2.26 / 2.91 ms a step at 2 / 4 / 8 / 16 rows against cuBLAS's 1.63 / 1.78 / 2.05 / 2.59
+            (H200, one run; `bench.tasks --decode-only`, "batched image steps")
+fp32 weights (the official numerics) always use cuBLAS; 8-bit weights (`quant.Int8Weight`) always use the fused
 kernels, at any row count. Each falls back to its twin in `ssd.py`.
 
 Programmatic dependent launch (PDL): a batch-1 step is ~150 short kernels, and between two of them the GPU
@@ -50,32 +51,24 @@ Gemv = Literal["auto", "fused", "fused-serial", "cublas"]
 GEMV_MODES: tuple[str, ...] = ("auto", "fused", "fused-serial", "cublas")
 
 
-MAX_ROWS = 16  # the rows kernel's tile height (tensor cores take 16 rows at least); more rows go to cuBLAS
-Product = Literal["gemv", "rows", "cublas"]
-
-
-def _product(x: Tensor, weight: DecodeWeight, gemv: Gemv) -> Product:
-    """How the step multiplies x (rows, k) by `weight`: our norm-folded GEMV (one row; 8-bit weights beyond 16
-    rows), the norm kernel + our rows kernel (2-16 rows), or the norm kernel + cuBLAS."""
+def _fused_gemv(x: Tensor, weight: DecodeWeight, gemv: Gemv) -> bool:
     if gemv not in GEMV_MODES:
         raise ValueError(f"gemv mode {gemv!r} is not one of {GEMV_MODES}")
-    # the kernels hold a whole input row in registers or walk it in power-of-two tiles: the 1.3B's 2048 and
-    # 4096 qualify; another width (the shapes model's 384 and 768) takes the norm kernel and cuBLAS
-    whole_row = x.shape[-1] == _next_power_of_2(x.shape[-1]) and x.shape[-1] >= 16
-    rows = x.shape[0]
+    # the fused kernels hold a whole input row in registers (tl.arange needs a power of two): the 1.3B's 2048
+    # and 4096 qualify; another width (the shapes model's 384 and 768) takes the norm kernel and cuBLAS
+    whole_row = x.shape[-1] == _next_power_of_2(x.shape[-1])
     if isinstance(weight, Int8Weight):
         if use_triton(x) and not whole_row:
             raise ValueError(f"8-bit decode weights need power-of-two layer widths; this model has "
                              f"{x.shape[-1]}: run it without int8 decoding")
-        return "cublas" if not use_triton(x) else "rows" if 1 < rows <= MAX_ROWS else "gemv"
-    ours = (whole_row and use_triton(x) and weight.dtype in (torch.bfloat16, torch.float16)
-            and gemv != "cublas" and rows <= MAX_ROWS)
-    return "cublas" if not ours else "gemv" if rows == 1 else "rows"
-
-
-def _fused_gemv(x: Tensor, weight: DecodeWeight, gemv: Gemv) -> bool:
-    """Whether the product is one of our kernels (not cuBLAS)."""
-    return _product(x, weight, gemv) != "cublas"
+        return use_triton(x)
+    if not whole_row:
+        return False
+    # "auto": one row, or two where the kernels overlap (H200: 1.56 vs 1.64 ms a step with cuBLAS at two rows)
+    rows = x.shape[0]
+    auto_fused = rows == 1 or (rows == 2 and overlaps(x, gemv))
+    wanted = gemv in ("fused", "fused-serial") or (gemv == "auto" and auto_fused)
+    return wanted and use_triton(x) and weight.dtype in (torch.bfloat16, torch.float16)
 
 
 def _next_power_of_2(n: int) -> int:
@@ -126,8 +119,7 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
     refuse_grad("norm_linear (decode)", hidden, residual_in, norm_weight, _matrix(weight))
     out_dtype = out_dtype or hidden.dtype
     b, k = hidden.shape
-    product = _product(hidden, weight, gemv)
-    if product == "gemv":
+    if _fused_gemv(hidden, weight, gemv):
         matrix = _matrix(weight)
         assert hidden.stride(-1) == 1 and matrix.is_contiguous()
         n = matrix.shape[0]
@@ -145,25 +137,8 @@ def norm_linear(hidden: Tensor, residual_in: Tensor | None, residual_out: Tensor
                                    residual_out if residual_out is not None else hidden, norm_weight, normed, k,
                                    hidden.stride(0), eps, HAS_RIN=residual_in is not None,
                                    WRITE_ROUT=residual_out is not None, BLOCK=triton.next_power_of_2(k))
-        if product == "rows":
-            return rows_gemm(normed, weight, out_dtype, overlaps(hidden, gemv))
         return F.linear(normed, weight).to(out_dtype)
     return norm_linear_ref(hidden, residual_in, residual_out, norm_weight, weight, eps, out_dtype)
-
-
-def rows_gemm(x: Tensor, weight: DecodeWeight, out_dtype: torch.dtype, pdl: bool = False) -> Tensor:
-    """x (b, k) @ weight.T for 2-16 rows of 16-bit x (already normed): each program streams BLOCK_N rows of the
-    weight once for every row of x (a per-row GEMV would stream them b times)."""
-    matrix = _matrix(weight)
-    b, k = x.shape
-    n = matrix.shape[0]
-    assert b <= MAX_ROWS and x.is_contiguous() and matrix.is_contiguous()
-    out = torch.empty(b, n, device=x.device, dtype=out_dtype)
-    block_n = 16 if n <= 4096 else 64  # out_proj (2,048 rows): 128 programs; in_proj and the heads: 64-row tiles
-    _rows_gemm_kernel[(triton.cdiv(n, block_n),)](
-        x, matrix, _scales(weight), out, b, n, K=k, SCALED=isinstance(weight, Int8Weight), BLOCK_M=MAX_ROWS,
-        BLOCK_N=block_n, BLOCK_K=min(k, 128), PDL=pdl, num_warps=4, num_stages=4, **_launch(pdl))
-    return out
 
 
 def ssm_step(zxbcdt: Tensor, conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor, ssm_state: Tensor,
@@ -201,8 +176,7 @@ def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: DecodeWeight, eps:
     refuse_grad("gated_norm_linear (decode)", g, norm_weight, _matrix(weight), zxbcdt, conv_state)
     b = g.shape[0]
     common = dict(D_INNER=d_inner, NSTATE=d_state, WIDTH=conv_state.shape[-1])
-    product = _product(g, weight, gemv)
-    if product == "gemv":
+    if _fused_gemv(g, weight, gemv):
         matrix = _matrix(weight)
         n = matrix.shape[0]
         out = torch.empty(b, n, device=g.device, dtype=weight.dtype)
@@ -216,8 +190,6 @@ def gated_norm_linear(g: Tensor, norm_weight: Tensor, weight: DecodeWeight, eps:
         normed = torch.empty(g.shape, device=g.device, dtype=weight.dtype)
         _gated_norm_kernel[(b,)](g, norm_weight, normed, zxbcdt, conv_state, eps, zxbcdt.stride(0),
                                  conv_state.stride(0), BLOCK=triton.next_power_of_2(d_inner), **common)
-        if product == "rows":
-            return rows_gemm(normed, weight, weight.dtype, overlaps(g, gemv))
         return F.linear(normed, weight)
     return gated_norm_linear_ref(g, norm_weight, weight, eps, zxbcdt, conv_state, d_inner, d_state)
 
@@ -329,30 +301,6 @@ if triton is not None:
             if SCALED:
                 y *= scale
             tl.store(out_ptr + b * N + rn, y.to(out_ptr.dtype.element_ty), mask=nmask)
-
-    @triton.jit
-    def _rows_gemm_kernel(x_ptr, w_ptr, scale_ptr, out_ptr, B, N, K: tl.constexpr, SCALED: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
-        """out (B, N) = x (B, K) @ w (N, K).T, B <= BLOCK_M: BLOCK_N weight rows per program, walked along K
-        with loads in flight, times all of x's rows at once on tensor cores (fp32 accumulation).
-        SCALED: int8 rows (exact in 16 bits), each output column times its row's scale."""
-        pid = tl.program_id(0)
-        rm = tl.arange(0, BLOCK_M)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        rk = tl.arange(0, BLOCK_K)
-        mmask, nmask = rm < B, rn < N
-        if PDL:  # x comes from the kernel before
-            gdc_launch_dependents()
-            gdc_wait()
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, K, BLOCK_K):
-            x = tl.load(x_ptr + rm[:, None] * K + (k + rk)[None, :], mask=mmask[:, None], other=0.0)
-            w = tl.load(w_ptr + rn[:, None] * K + (k + rk)[None, :], mask=nmask[:, None], other=0)
-            acc += tl.dot(x, tl.trans(w.to(x.dtype)))
-        if SCALED:
-            acc *= tl.load(scale_ptr + rn, mask=nmask, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + rm[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty),
-                 mask=mmask[:, None] & nmask[None, :])
 
     @triton.jit
     def _gated_gemv_kernel(g_ptr, nw_ptr, w_ptr, scale_ptr, out_ptr, zx_ptr, cs_ptr, B, N, eps, stride_zx,

@@ -299,7 +299,7 @@ def prefill_together(runner: ModelRunner, states: list[InferenceState], embeds: 
     n = len(states)
     if not n or length < 1 or any(e.shape[1] < length for e in embeds):
         raise ValueError(f"every prompt needs at least {length} positions, and there must be one")
-    graph = runner.prefill_rows(1 << (n - 1).bit_length())
+    graph = runner.prefill_rows(max(2, 1 << (n - 1).bit_length()))
     rows = graph.rows
     stacked = embeds[0].new_zeros(rows, length, embeds[0].shape[-1])
     graph.load_state(None)

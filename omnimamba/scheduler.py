@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
@@ -37,13 +38,14 @@ from .sampling import SamplingParams, sample_tokens
 log = logging.getLogger(__name__)
 
 MAX_WAITING = 64  # requests beyond this many waiting are refused at once ("busy"), never silently dropped
+PREFILL_ROWS = (2, 4, 8)  # chats prefilling together: at most 8 at a time, rows padded to one of these
 
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, capture_ahead: bool = True, prefill_together: bool | None = None):
         self.runner, self.model = runner, runner.model
-        # on by default where it pays (a GPU); on the CPU a prompt prefills alone, so a chat's tokens are exactly
-        # those of the unbatched engine (the tests turn it on to check the batched path there)
+        # on by default where it pays (a GPU); a prompt fed in two parts agrees with one fed whole to rounding,
+        # so on the CPU it is off and a chat's tokens are exactly the unbatched engine's (tests turn it on)
         self.prefill_together = runner.model.device.type == "cuda" if prefill_together is None else prefill_together
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[Job] = []
@@ -123,18 +125,25 @@ class Scheduler:
                     batch.layout, batch.slots, batch.in_flight = None, [], None
 
     def _capture_prefills(self) -> None:
-        """Record the prefill graphs requests use (chat pieces of every power-of-two size, the caption prefill
-        with and without guidance) now, so no capture happens while consumers run."""
+        """Record the prefill graphs requests use (chat pieces of every power-of-two size, alone and for chats
+        prefilling together, the caption prefill with and without guidance) now, so no capture happens while
+        consumers run."""
+        start = time.perf_counter()
+        sizes = [1 << i for i in range(11)]
         try:
             with torch.no_grad():
                 for sampling in (False, True):
                     graph = self.runner.graph_for(GraphKey("mmu", 1, sampling, False))
-                    for size in (1 << i for i in range(11)):
+                    for size in sizes:
                         graph.prefix_piece(size)
                 for guided in (False, True):
                     self.runner.graph_for(GraphKey("t2i", 1, False, guided))
+                for rows in PREFILL_ROWS if self.prefill_together else ():
+                    for size in sizes:
+                        self.runner.prefill_rows(rows).prefix_piece(size)
         except Exception:  # noqa: BLE001 - they are recorded on first use instead
             log.exception("recording the prefill graphs ahead failed")
+        self.stats["prefill_capture_s"] = round(time.perf_counter() - start, 2)
 
     def _turn(self) -> None:
         """Admit what waits, then per batch: read the step in flight, let finished and cancelled requests go,
@@ -211,6 +220,10 @@ class Scheduler:
         if len(chats) < 2 or not self.prefill_together:
             for job in chats:
                 self._start("mmu", job)
+            return
+        if len(chats) > PREFILL_ROWS[-1]:
+            for i in range(0, len(chats), PREFILL_ROWS[-1]):
+                self._start_chats(chats[i:i + PREFILL_ROWS[-1]])
             return
         prepared: list[tuple[ChatJob, tuple]] = []
         for job in chats:  # a request whose prompt cannot be built fails alone

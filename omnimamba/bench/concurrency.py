@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for batching in (True,) if args.host_only else (True, False):
         engine = load(args.model, batching)
+        if batching:
+            engine.scheduler.ready.wait()
+            print(json.dumps({"prefill graphs recorded ahead, s": engine.scheduler.stats.get("prefill_capture_s")}),
+                  flush=True)
         if args.host_only:
             for batch in engine.scheduler.batches.values():
                 stand_in_for_the_device(batch.graph, args.step_ms / 1000)

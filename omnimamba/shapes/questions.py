@@ -119,7 +119,11 @@ def _count(facts: Facts, rng) -> QA:
 def _relation(facts: Facts, rng) -> QA | None:
     if not facts.extremes:
         return None
-    direction = _pick(rng, sorted(facts.extremes))
+    return relation_question(facts, _pick(rng, sorted(facts.extremes)), rng)
+
+
+def relation_question(facts: Facts, direction: str, rng: np.random.Generator) -> QA:
+    """Which shape is clearly the most `direction` (left, right, above, below); it must be in facts.extremes."""
     colour, kind = facts.objects[facts.extremes[direction]]
     answer = f"The {colour} {kind} is {_WHERE[direction]}."
     return QA("relation", _pick(rng, _RELATION_Q[direction]), answer, (colour, kind))

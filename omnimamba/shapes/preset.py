@@ -6,8 +6,8 @@ towers (the same timm architectures, shrunk through VisionConfig overrides), the
 (50288 x 384 = 19.3M parameters) is most of the parameters; the world uses 106 of its rows, and the shipped file
 stores the others' one shared value once (packed_rows.py): see `param_report` for the split.
 
-Measured (Dec 2026, this preset, d_model 384): 30,244,067 parameters; the shipped (fifth) run's file (bf16, text
-table packed) 22,151,278 bytes. 2-core CPU, reference path, fp32, 2 threads, machine otherwise idle, random
+Measured (Dec 2026, this preset, d_model 384): 30,244,067 parameters; the shipped (sixth) run's file (bf16, text
+table packed) 22,151,302 bytes. 2-core CPU, reference path, fp32, 2 threads, machine otherwise idle, random
 weights: an image in 1.84 s (2.31 s with guidance); d_model 512 took 2.30 s (3.38 s), over the 3 s budget.
 """
 from __future__ import annotations

@@ -60,7 +60,7 @@ IMAGE_DEFAULTS = ImageDefaults(temperature=1.0, top_k=0, top_p=0.0, guidance_sca
 
 @dataclass(frozen=True)
 class ShapesRecipe:
-    """The defaults are the shipped (fifth) run's settings (docs/shapes-model.md)."""
+    """The defaults are the shipped (sixth) run's settings (docs/shapes-model.md)."""
     seed: int = 0
     vq_seconds: float = 150.0  # the pre-steps stop at a time budget (the second run's, whose VQ and towers ship)
     tower_seconds: float = 60.0
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--random-positions", dest="grid_positions", action="store_false",
                    help="the position tables start random, not as a grid (the first four runs)")
     p.add_argument("--mmu-grid-amplitude", type=float, default=defaults.mmu_grid_amplitude,
-                   help="size of the chat image rows' grid code (0.05: the fifth run, shipped)")
+                   help="size of the chat image rows' grid code (0.05: the fifth run)")
     p.add_argument("--batch", default=",".join(map(str, defaults.batch)),
                    help="samples per step: stage0 text, stage1 chats, images (stage1 and 2), stage2 chats")
     p.add_argument("--t2i-corpus", type=int, default=defaults.t2i_corpus)

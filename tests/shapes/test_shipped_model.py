@@ -57,7 +57,7 @@ def test_it_tells_left_from_right(engine):
     three; the sixth 94-97% and 86-94%)."""
     answer, rng = answer_fn(engine), stream_rng(SEED, "left-right")
     right = asked = 0
-    for scene in eval_scenes(SEED, 60):
+    for scene in eval_scenes(SEED, 100):
         facts = facts_of_scene(scene)
         if any(c in HELD_OUT for c in scene.combos):
             continue

@@ -58,6 +58,16 @@ def test_without_cached_official_weights_the_default_is_the_shipped_model(shippe
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+def test_engine_load_takes_the_names_the_cli_takes(shipped, no_official):
+    """The Python API resolves "auto" and "shapes" as the CLI and the app do (hub.choose_model)."""
+    from omnimamba.engine import Engine
+
+    source = write_packed(shipped)
+    for name in ("auto", "shapes"):
+        engine = Engine.load(name, device="cpu", offline=True)
+        assert engine.model.config == source.config and "shapes" in engine.label
+
+
 def test_cached_official_weights_are_the_default(shipped, tmp_path, monkeypatch):
     write_packed(shipped)
     hub_cache = tmp_path / "hub"

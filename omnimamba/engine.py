@@ -15,13 +15,13 @@ import logging
 import threading
 from typing import Callable, Iterator, TypeVar
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
 from .generation import ImageStep, ModelRunner
 from .events import ChatEvent, ChatRecord, EngineError, ImageEvent
+from .images import to_pil
 from .metrics import RequestMeter
 from .model import InferenceState, OmniMamba, PositionLimitError
 from .model import kernels
@@ -398,8 +398,3 @@ def check_image(image: Image.Image) -> None:
         raise EngineError(f"the image is {image.width}x{image.height}; images up to "
                           f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels are accepted")
 
-
-def to_pil(pixels: Tensor) -> Image.Image:
-    """(3, H, W) in [-1, 1] -> RGB image, the way the official script scales it ((x + 1) / 2, rounded)."""
-    array = ((pixels.clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from PIL import Image
 
 from .metrics import RequestMetrics
@@ -10,6 +11,15 @@ from .metrics import RequestMetrics
 
 class EngineError(RuntimeError):
     """A request that failed for a reason the user can act on; the engine keeps serving."""
+
+
+def user_error(exc: BaseException) -> BaseException:
+    """What a user is told for `exc`: the GPU running out of memory becomes an EngineError saying what to do (the
+    cache is emptied, so the next request has room); anything else stays as it is."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        torch.cuda.empty_cache()
+        return EngineError("the GPU ran out of memory for this request; try fewer images or tokens")
+    return exc
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .batching import BUCKETS, BatchGraph, Layout, SlotKnobs, bucket_for
 from .config import EOS_ID
-from .events import EngineError
+from .events import EngineError, user_error
 from .generation import GraphKey, ModelRunner, prefill_together
 from .jobs import Batch, ChatJob, ImageJob, InFlight, Job, Message
 from .model import InferenceState
@@ -176,7 +176,7 @@ class Scheduler:
                     try:
                         future.set_result(fn())
                     except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                        future.set_exception(_user_error(exc))
+                        future.set_exception(user_error(exc))
                 else:
                     self.waiting.append(item)
             try:
@@ -211,7 +211,7 @@ class Scheduler:
                 self._join(self.batches[task], job, *ready)
         except BaseException as exc:  # noqa: BLE001 - the request fails, the worker goes on
             log.debug("request failed in prefill", exc_info=True)
-            job.finish(Message("error", error=_user_error(exc)))
+            job.finish(Message("error", error=user_error(exc)))
 
     def _start_chats(self, chats: list[ChatJob]) -> None:
         """Chats that arrive together feed their prompts' common length as one batch (8 chats at once on an H200:
@@ -231,7 +231,7 @@ class Scheduler:
                 with torch.no_grad():
                     prepared.append((job, job.prepare()))
             except BaseException as exc:  # noqa: BLE001
-                job.finish(Message("error", error=_user_error(exc)))
+                job.finish(Message("error", error=user_error(exc)))
         shared = min((embeds.shape[1] for _, (_, embeds) in prepared), default=0) - 1
         if len(prepared) >= 2 and shared >= 1:
             states = [state.clone() for _, (state, _) in prepared]  # a failure leaves the chats' states as they were
@@ -378,7 +378,7 @@ class Scheduler:
 
     def _fail_batch(self, task: str, batch: Batch, exc: BaseException, outbox: list[tuple[Job, Message]]) -> None:
         log.error("batched %s step failed", task, exc_info=exc)
-        error = _user_error(exc)
+        error = user_error(exc)
         outbox.extend((job, Message("error", error=error)) for job in batch.members())
         batch.layout, batch.slots, batch.in_flight = None, [], None
 
@@ -394,10 +394,3 @@ class Scheduler:
 
 def _task(job: Job) -> str:
     return "mmu" if isinstance(job, ChatJob) else "t2i"
-
-
-def _user_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, torch.OutOfMemoryError):
-        torch.cuda.empty_cache()
-        return EngineError("the GPU ran out of memory for this request; try fewer images or tokens")
-    return exc

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .events import EngineError
+from .events import EngineError, user_error
 from .generation import ChatStep, ImageStep, ModelRunner, chat_tokens, image_tokens
 from .jobs import ChatJob, ImageJob, Job, Message
 from .model import InferenceState
@@ -151,8 +151,7 @@ class LockedOOM:
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is not None and issubclass(exc_type, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-                raise EngineError("the GPU ran out of memory for this request; try fewer images or tokens") from exc
+                raise user_error(exc) from exc
         finally:
             self.lock.release()
         return False

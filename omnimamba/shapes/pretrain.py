@@ -136,7 +136,7 @@ def vq_quality(cfg: OmniMambaConfig, vq_sd: StateDict, n: int = 100, seed: int =
                device: str | torch.device = "cpu", batch_size: int = 16) -> dict[str, float]:
     """Round trips (encode, decode) of fresh scenes, half of them with a held-out combo: how often the checker
     finds exactly the scene's shapes in the reconstruction, PSNR (dB), and the share of codes in use."""
-    from ..engine import to_pil  # the app's own pixels -> image conversion
+    from ..images import to_pil  # the app's own pixels -> image conversion
 
     vq = VQModel(cfg.vq)
     vq.load_state_dict(vq_sd, strict=True)

@@ -61,7 +61,9 @@ def ssd_step_ref(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: 
     xf, dtf = x.float(), dt.float()
     decay = torch.exp(dtf * A.float())  # (b, h)
     state.mul_(decay[:, :, None, None]).add_(dtf[:, :, None, None] * xf[..., None] * B.float()[:, None, None, :])
-    return torch.einsum("bhpn,bn->bhp", state, C.float()) + D.float()[:, None] * xf
+    # a multiply and a sum, not einsum: its batched product costs 3x as much on a CPU at these sizes (2 rows of
+    # the shapes model: 261 vs 86 us; the decode reference path runs this once per layer and token)
+    return (state * C.float()[:, None, None, :]).sum(-1) + D.float()[:, None] * xf
 
 
 def causal_conv_ref(xBC: Tensor, weight: Tensor, bias: Tensor, context: Tensor) -> Tensor:

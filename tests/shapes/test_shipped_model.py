@@ -70,12 +70,14 @@ def test_it_tells_left_from_right(engine):
 
 
 def test_it_draws_the_prompted_colours_and_sampled_images_differ(engine):
-    """Five fresh prompts about combinations that training showed (the goals' domain), one sampled image each
-    with the model's suggested setting; then two images of one prompt."""
+    """Twelve fresh prompts about combinations that training showed (the goals' domain), one sampled image each
+    with the model's suggested setting; then two images of one prompt. The shipped model finds every prompted
+    colour in 7 of these 12 (88% over the card's 74 images; an untrained model finds none): at least 4 leaves
+    room for a sampled image that comes out otherwise on another machine's arithmetic."""
     draw = draw_fn(engine, SEED, guidance_scale=engine.image_defaults.guidance_scale)
     rng = stream_rng(SEED, "eval-prompts")
-    scenes = [s for s in eval_scenes(SEED, 12) if not any(c in HELD_OUT for c in s.combos)][:5]
+    scenes = [s for s in eval_scenes(SEED, 30) if not any(c in HELD_OUT for c in s.combos)][:12]
     prompts = [caption(scene, rng) for scene in scenes]
     found = [check(draw(text, 1)[0], description).colours_found for text, description in prompts]
-    assert sum(found) >= 3, (found, [text for text, _ in prompts])
+    assert len(found) == 12 and sum(found) >= 4, (found, [text for text, _ in prompts])
     assert all_differ(draw(prompts[0][0], 2))

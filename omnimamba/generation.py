@@ -182,20 +182,25 @@ class DecodeGraph:
         """Run positioned embeddings (rows, L, d) through the backbone from the state; pick the first token.
         Returns it (batch,) and leaves it in self.token with self.position = the state's new length.
 
-        With graphs, L is split into power-of-two pieces, each a recorded graph continuing the state (a
-        745-token image-chat prompt is 6 replays): eager PyTorch would spend ~60 ms launching 48 layers' kernels."""
+        With graphs it is replayed in pieces (`feed_backbone`): eager PyTorch would spend ~60 ms launching 48
+        layers' kernels."""
         self._refresh_noise(generator)
         length = embeds.shape[1]
-        if self.pool is None:
-            token = self._prefill_embeds(embeds)
-        else:
-            start = 0
-            for size in power_of_two_pieces(length):
-                hidden = self.prefix_piece(size)(embeds[:, start:start + size])
-                start += size
-            token = self.first_token(hidden[:, -1], self.state.seqlen + length)
+        token = self.first_token(self.feed_backbone(embeds)[:, -1], self.state.seqlen + length)
         self._fed(length)
         return token
+
+    def feed_backbone(self, embeds: Tensor) -> Tensor:
+        """The backbone over positioned embeddings (rows, L, d) from the state, which it advances (not its
+        length); the hidden states of the last positions fed. With graphs, L is split into power-of-two pieces,
+        each a recorded graph (a 745-token image-chat prompt is 6 replays)."""
+        if self.pool is None:
+            return self.model.backbone(embeds, self.key.task, self.state)
+        start = 0
+        for size in power_of_two_pieces(embeds.shape[1]):
+            hidden = self.prefix_piece(size)(embeds[:, start:start + size])
+            start += size
+        return hidden
 
     @torch.no_grad()
     def prefill_t2i(self, prefix_ids: Tensor, generator: Generators) -> Tensor:
@@ -307,13 +312,7 @@ def prefill_together(runner: ModelRunner, states: list[InferenceState], embeds: 
         stacked[i] = emb[0, :length]
         graph.state.conv[:, i] = state.conv[:, 0]
         graph.state.ssm[:, i] = state.ssm[:, 0]
-    if graph.pool is None:
-        runner.model.backbone(stacked, "mmu", graph.state)
-    else:  # the pieces of `prefill`, recorded for `rows` rows
-        start = 0
-        for size in power_of_two_pieces(length):
-            graph.prefix_piece(size)(stacked[:, start:start + size])
-            start += size
+    graph.feed_backbone(stacked)
     for i, state in enumerate(states):
         state.conv.copy_(graph.state.conv[:, i:i + 1])
         state.ssm.copy_(graph.state.ssm[:, i:i + 1])

@@ -86,8 +86,10 @@ def step_flops(model: OmniMamba, batches: dict) -> float:
 
 
 def run(preset_name: str, t2i: int, mmu: int, mmu_text: int, steps: int, reference: bool,
-        peak_tflops: float) -> dict:
+        peak_tflops: float, profile: str | None = None) -> dict:
     from contextlib import nullcontext
+
+    from torch.profiler import record_function
 
     from ..model import kernels
     from ..model.init import random_model
@@ -102,13 +104,15 @@ def run(preset_name: str, t2i: int, mmu: int, mmu_text: int, steps: int, referen
     batches = synthetic_batches(model.config, t2i, mmu, mmu_text, device)
     context = kernels.reference_only if reference else nullcontext
 
-    def step() -> dict[str, float]:
-        with context(), torch.autocast("cuda", dtype=torch.bfloat16):
+    def step() -> dict[str, float]:  # the labels name the phases in --profile's table
+        with record_function("step.forward"), context(), torch.autocast("cuda", dtype=torch.bfloat16):
             losses = task_losses(model, batches)
-        sum(losses.values()).backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)  # keep grads allocated: steady-state memory, and the check below
+        with record_function("step.backward"):
+            sum(losses.values()).backward()
+        with record_function("step.optimizer"):
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)  # keep grads allocated: steady-state memory, the check below
         return {k: float(v) for k, v in losses.items()}
 
     for _ in range(2):  # warm-up: kernel autotuning, allocator, optimizer state
@@ -121,7 +125,21 @@ def run(preset_name: str, t2i: int, mmu: int, mmu_text: int, steps: int, referen
         losses = step()
     torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / steps
+    if profile:
+        _profile(step, profile)
     return _report(model, batches, names, missing, losses, seconds, peak_tflops, reference, preset_name)
+
+
+def _profile(step, path: str) -> None:
+    """One more step under torch.profiler: its GPU kernels by total time, as a table in `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=60, max_name_column_width=90)
+    with open(path, "w") as f:
+        f.write(table)
 
 
 def _report(model, batches, names, missing, losses, seconds, peak_tflops, reference, preset_name) -> dict:
@@ -149,11 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
     p.add_argument("--reference", action="store_true", help="run the PyTorch reference kernels")
     p.add_argument("--peak-tflops", type=float, default=H200_BF16_TFLOPS, help="the GPU's dense bf16 peak")
+    p.add_argument("--profile", metavar="FILE", help="profile one more step; write its kernel table to FILE")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_step measures a GPU training step and needs a CUDA GPU; none is visible")
     print(json.dumps(run(args.preset, args.t2i, args.mmu, args.mmu_text, args.steps, args.reference,
-                         args.peak_tflops), indent=1))
+                         args.peak_tflops, args.profile), indent=1))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ batch 1; p95 time to first token with 8 users chatting).
 `random-1.3b`: the official configuration with random weights in bf16 on the GPU (the speed of the real
 model, no download; the answers are noise, so chats run to --max-new-tokens).
 
+`tokens_per_s` counts every token over the wall time (prefills included); `decode_tokens_per_s` the tokens after
+each request's first over the span from the earliest first token to the last end: the decoding rate the
+issue-15 chat goal compares (8 users against one).
+
 `--host-only` (batching only): the batched decode step does no device work (its tokens stay as they are), so
 what is timed per turn is the serving thread and the requests' consumers, the Python a GPU step has to hide.
 `--step-ms MS` with it: reading a step's tokens waits until MS after its launch, with the interpreter free, as a
@@ -67,7 +71,8 @@ def one(engine: Engine, task: str, i: int, max_new_tokens: int) -> dict:
     for event in events:
         first = first or time.perf_counter()
         tokens = event.metrics.tokens
-    return {"latency_s": time.perf_counter() - t0, "ttft_s": (first or t0) - t0, "tokens": tokens}
+    end = time.perf_counter()
+    return {"latency_s": end - t0, "ttft_s": (first or t0) - t0, "tokens": tokens, "first": first or end, "end": end}
 
 
 def run(engine: Engine, task: str, users: int, max_new_tokens: int) -> dict:
@@ -81,8 +86,13 @@ def run(engine: Engine, task: str, users: int, max_new_tokens: int) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     ttfts = sorted(r["ttft_s"] for r in results)
+    # decoding alone: the tokens after each request's first, over the span from the first first token to the
+    # last end (the prefills are outside it, but any prefill that overlaps the decoding of others is inside)
+    span = max(r["end"] for r in results) - min(r["first"] for r in results)
+    decoded = sum(max(r["tokens"] - 1, 0) for r in results)
     return {"task": task, "users": users, "wall_s": round(wall, 3),
             "tokens_per_s": round(sum(r["tokens"] for r in results) / wall, 1),
+            "decode_tokens_per_s": round(decoded / span, 1) if span > 0 else None,
             "latency_max_s": round(max(r["latency_s"] for r in results), 3),
             "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))], 4)}
 

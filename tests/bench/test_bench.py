@@ -65,6 +65,7 @@ def test_the_concurrency_benchmark_reports_each_user_count_and_the_host_cost_per
     rows = concurrency.main(["--task", "chat", "--users", "1", "3", "--max-new-tokens", "4", "--out", str(out)])
     assert [(r["batching"], r["users"]) for r in rows] == [(True, 1), (True, 3), (False, 1), (False, 3)]
     assert all(r["ms_per_turn"] > 0 for r in rows if r["batching"]) and json.loads(out.read_text()) == rows
+    assert all(r["decode_tokens_per_s"] > 0 for r in rows)  # 4-token answers: 3 decoded after the first
     host = concurrency.main(["--host-only", "--task", "chat", "--users", "2", "--max-new-tokens", "4"])
     assert len(host) == 1 and host[0]["batching"] and host[0]["tokens_per_s"] > 0
     # a stand-in step of 20 ms: no turn can be shorter than the step it waits for
